@@ -1,0 +1,1 @@
+"""paystream: the card-payment pipeline. ``python -m beam_pipeline --help`` lists the options."""

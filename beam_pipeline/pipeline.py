@@ -1,0 +1,233 @@
+"""The one paystream graph, and how it is run.
+
+    source -> ParseTransactions -> DeduplicateTransactions -> MaskPII
+           -> EnrichFeatures -> payment_transactions
+           -> VelocityFraud  -> fraud_velocity_alerts
+    parse and dedup dead letters ------------------> dead_letters
+
+``build_graph`` wires the transforms and knows nothing of sources or sinks;
+``read_source`` and ``write_outputs`` are the two seams; ``run`` resolves
+options, picks the runner and prints the summary. Runner-specific details
+live here and in ``beam_pipeline.kafka``, nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beam_pipeline.kafka import KafkaPayloads
+from beam_pipeline.options import PaystreamOptions
+from beam_pipeline.sources import FileLines, SimulatedPayloads
+from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
+from schemas.rows import alert_row, dead_letter_row, transaction_row
+from transforms.dedup import DeduplicateTransactions
+from transforms.deadletter import DEAD_LETTER_TAG
+from transforms.enrich import EnrichFeatures
+from transforms.masking import MaskPII
+from transforms.parse import ParseTransactions, RawPayload
+from transforms.velocity import VelocityFraud
+
+__all__ = [
+    "GraphOutputs",
+    "RunOutcome",
+    "build_graph",
+    "read_source",
+    "resolve_key_file",
+    "run",
+    "write_outputs",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class GraphOutputs:
+    transactions: beam.PCollection[EnrichedTransaction]
+    alerts: beam.PCollection[FraudAlert]
+    dead_letters: beam.PCollection[DeadLetter]
+
+
+def build_graph(
+    raw: beam.PCollection[RawPayload],
+    opts: PaystreamOptions,
+    key: Optional[bytes] = None,
+    key_path: Optional[str] = None,
+) -> GraphOutputs:
+    """Raw payloads -> enriched rows, alerts, dead letters."""
+    parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
+    unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(
+        horizon_s=opts.dedup_horizon_s
+    )
+    masked = unique.unique | "MaskPII" >> MaskPII(key=key, key_path=key_path)
+    enriched = masked | "Enrich" >> EnrichFeatures(history_ttl_s=opts.history_ttl_s)
+    alerts = masked | "VelocityFraud" >> VelocityFraud(
+        threshold=opts.velocity_threshold,
+        size_s=opts.velocity_window_s,
+        period_s=opts.velocity_period_s,
+        allowed_lateness_s=opts.allowed_lateness_s,
+    )
+    dead = (
+        parsed[DEAD_LETTER_TAG],
+        unique[DEAD_LETTER_TAG],
+    ) | "DeadLetters" >> beam.Flatten()
+    return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)
+
+
+def read_source(
+    p: beam.Pipeline, opts: PaystreamOptions, sim_payloads: Optional[Sequence[bytes]] = None
+) -> beam.PCollection[RawPayload]:
+    if opts.source == "simulator":
+        if sim_payloads is None:
+            raise ValueError("the simulator source needs its generated payloads")
+        return p | "Simulator" >> SimulatedPayloads(sim_payloads)
+    if opts.source == "file":
+        return p | "File" >> FileLines(opts.input)
+    return p | "Kafka" >> KafkaPayloads(
+        opts.kafka_bootstrap_servers,
+        opts.kafka_topic,
+        opts.kafka_consumer_group,
+        max_num_records=opts.kafka_max_num_records,
+        expansion_service=opts.kafka_expansion_service,
+    )
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def to_rows(outputs: GraphOutputs) -> Dict[str, beam.PCollection[Dict[str, Any]]]:
+    """The three tables' rows; the ingestion time is the processing time of the row."""
+    return {
+        "payment_transactions": outputs.transactions
+        | "TransactionRows" >> beam.Map(lambda e: transaction_row(e, _now_us())),
+        "fraud_velocity_alerts": outputs.alerts
+        | "AlertRows" >> beam.Map(lambda a: alert_row(a, _now_us())),
+        "dead_letters": outputs.dead_letters
+        | "DeadLetterRows" >> beam.Map(lambda d: dead_letter_row(d, _now_us())),
+    }
+
+
+def write_outputs(outputs: GraphOutputs, warehouse: str) -> None:
+    """The sink seam: every warehouse kind takes the same three row collections."""
+    rows = to_rows(outputs)
+    if warehouse.startswith("duckdb:"):
+        from transforms.sinks.duckdb_warehouse import WriteToDuckDB, parse_duckdb_target
+
+        path = parse_duckdb_target(warehouse)
+        for table, pcoll in rows.items():
+            pcoll | f"Write {table}" >> WriteToDuckDB(path, table)
+        return
+    raise ValueError(f"unknown --warehouse {warehouse!r}; supported: duckdb:PATH")
+
+
+def resolve_key_file(opts: PaystreamOptions) -> str:
+    """The HMAC key file: the option, or for a local DuckDB run one made beside it."""
+    if opts.hmac_key_file:
+        if not os.path.exists(opts.hmac_key_file):
+            raise ValueError(f"--hmac_key_file {opts.hmac_key_file} does not exist")
+        return opts.hmac_key_file
+    if not opts.warehouse.startswith("duckdb:"):
+        raise ValueError("--hmac_key_file is required unless the warehouse is a local DuckDB file")
+    from transforms.sinks.duckdb_warehouse import parse_duckdb_target
+
+    path = os.path.join(os.path.dirname(os.path.abspath(parse_duckdb_target(opts.warehouse))), "hmac.key")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        _LOG.warning("created a local HMAC key at %s; production runs pass --hmac_key_file", path)
+    return path
+
+
+def _runner(options: PipelineOptions) -> Any:
+    """The DirectRunner means Beam's in-process runners, chosen explicitly.
+
+    Batch graphs run on the FnApiRunner and streaming graphs on the
+    BundleBasedDirectRunner. Beam's DirectRunner would first try to download
+    and start Prism; we skip that so a run behaves the same on every machine
+    (pass ``--runner=PrismRunner`` to use Prism).
+    """
+    std = options.view_as(StandardOptions)
+    name = (std.runner or "DirectRunner").lower()
+    if name not in ("directrunner", "direct"):
+        return std.runner
+    if std.streaming:
+        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+        return BundleBasedDirectRunner()
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+        )
+    )
+
+
+@dataclass
+class RunOutcome:
+    result: PipelineResult
+    elapsed_s: float
+    summary: Optional[Dict[str, Any]]
+
+
+def run(argv: Optional[List[str]] = None) -> RunOutcome:
+    """Build the graph from command-line flags, run it to completion, summarise."""
+    from beam_pipeline.summary import build_summary, print_summary
+    from simulator.generator import GeneratorConfig, GroundTruth, generate
+    from transforms.progress import Ticker
+
+    options = PipelineOptions(argv)
+    opts = options.view_as(PaystreamOptions)
+    options.view_as(SetupOptions).save_main_session = False
+    key_path = resolve_key_file(opts)
+
+    truth: Optional[GroundTruth] = None
+    payloads: Optional[List[bytes]] = None
+    if opts.source == "simulator":
+        if opts.num_events <= 0:
+            raise ValueError("--num_events must be > 0")
+        records, truth = generate(
+            GeneratorConfig(num_events=opts.num_events, accounts=opts.sim_accounts, seed=opts.sim_seed)
+        )
+        payloads = [r.payload for r in records]
+    elif opts.truth:
+        import json
+
+        with open(opts.truth, encoding="utf-8") as handle:
+            truth = GroundTruth.from_json(json.load(handle))
+
+    started = time.monotonic()
+    pipeline = beam.Pipeline(runner=_runner(options), options=options)
+    raw = read_source(pipeline, opts, payloads)
+    outputs = build_graph(raw, opts, key_path=key_path)
+    write_outputs(outputs, opts.warehouse)
+    with Ticker(total=len(payloads) if payloads is not None else None):
+        result = pipeline.run()
+        result.wait_until_finish()
+    elapsed = time.monotonic() - started
+
+    summary = None
+    if opts.summary or opts.summary_json:
+        summary = build_summary(result, opts, truth, elapsed)
+        if opts.summary:
+            print_summary(summary)
+        if opts.summary_json:
+            import json
+
+            with open(opts.summary_json, "w", encoding="utf-8") as handle:
+                json.dump(summary, handle, indent=2, sort_keys=True)
+    return RunOutcome(result=result, elapsed_s=elapsed, summary=summary)

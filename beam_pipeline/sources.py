@@ -1,0 +1,62 @@
+"""Sources: every one yields ``(payload bytes, SourceRef)`` for ``ParseTransactions``."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+
+from schemas.records import SourceRef
+from transforms.parse import RawPayload
+
+__all__ = ["FileLines", "SimulatedPayloads", "split_lines"]
+
+
+def split_lines(lines: Iterable[bytes]) -> Iterable[Tuple[int, bytes]]:
+    """(line number from 1, line without its end of line); blank lines are not records."""
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip(b"\n")
+        line = line[:-1] if line.endswith(b"\r") else line
+        if line.strip():
+            yield number, line
+
+
+class _ReadLinesFn(beam.DoFn):
+    def process(self, readable: fileio.ReadableFile) -> Iterable[RawPayload]:
+        path = readable.metadata.path
+        with readable.open(compression_type=fileio.CompressionTypes.AUTO) as handle:
+            for number, line in split_lines(handle):
+                yield line, SourceRef(topic=f"file:{path}", partition=0, offset=number)
+
+
+class FileLines(beam.PTransform):
+    """JSON-lines files (a path or glob, local or on GCS) -> raw payloads with line numbers."""
+
+    def __init__(self, pattern: str, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if not pattern:
+            raise ValueError("--source=file needs --input=PATH")
+        self._pattern = pattern
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "Open" >> fileio.ReadMatches()
+            | "Lines" >> beam.ParDo(_ReadLinesFn())
+        )
+
+
+class SimulatedPayloads(beam.PTransform):
+    """Payloads made by the simulator before the run, in emission order."""
+
+    def __init__(self, payloads: Sequence[bytes], label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._elements: List[RawPayload] = [
+            (payload, SourceRef(topic="simulator", partition=0, offset=i))
+            for i, payload in enumerate(payloads)
+        ]
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
+        return pbegin | "Emit" >> beam.Create(self._elements, reshuffle=False)

@@ -1,0 +1,176 @@
+"""The end-of-run summary: what was read, kept, dropped, alerted, and how well."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional, TextIO, Tuple
+
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.runners.runner import PipelineResult
+
+from beam_pipeline.options import PaystreamOptions
+from schemas.rows import rfc3339_to_us
+
+__all__ = ["build_summary", "counters", "print_summary", "score_alerts"]
+
+
+def counters(result: PipelineResult) -> Dict[str, int]:
+    """The run's ``paystream`` counters (committed where the runner has them)."""
+    out: Dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace("paystream"))
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def score_alerts(
+    alerts: List[Tuple[str, int, int]], bursts: List[Any]
+) -> Dict[str, Any]:
+    """Match alerts ``(account, first_txn_us, crossing_us)`` to labelled bursts.
+
+    An alert matches a burst of the same account when its crossing payment
+    lies inside the burst. Precision: alerts that match a burst; recall:
+    bursts with at least one alert; ``exactly_once``: bursts with exactly one.
+    """
+    per_burst = {b.burst_id: 0 for b in bursts}
+    matched_alerts = 0
+    by_account: Dict[str, List[Any]] = {}
+    for b in bursts:
+        by_account.setdefault(b.account_id, []).append(b)
+    for account, _first, crossing in alerts:
+        hit = [
+            b for b in by_account.get(account, [])
+            if b.first_time_us <= crossing <= b.last_time_us
+        ]
+        if hit:
+            matched_alerts += 1
+            for b in hit:
+                per_burst[b.burst_id] += 1
+    n_alerts, n_bursts = len(alerts), len(bursts)
+    return {
+        "bursts": n_bursts,
+        "alerts": n_alerts,
+        "true_positives": matched_alerts,
+        "false_positives": n_alerts - matched_alerts,
+        "missed_bursts": sum(1 for v in per_burst.values() if v == 0),
+        "bursts_alerted_more_than_once": sum(1 for v in per_burst.values() if v > 1),
+        "precision": matched_alerts / n_alerts if n_alerts else 1.0,
+        "recall": sum(1 for v in per_burst.values() if v > 0) / n_bursts if n_bursts else 1.0,
+    }
+
+
+def _warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
+    from transforms.sinks.duckdb_warehouse import connect
+
+    conn = connect(path).cursor()
+    try:
+        facts: Dict[str, Any] = {"path": path}
+        facts["rows"] = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
+        }
+        facts["top_accounts"] = conn.execute(
+            "SELECT account_id, count(*) AS alerts, max(max_window_count) AS max_in_window "
+            "FROM fraud_velocity_alerts GROUP BY account_id ORDER BY alerts DESC, max_in_window DESC, "
+            "account_id LIMIT 5"
+        ).fetchall()
+        alerts = conn.execute(
+            "SELECT account_id, strftime(first_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), "
+            "strftime(crossing_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), transaction_ids "
+            "FROM fraud_velocity_alerts"
+        ).fetchall()
+        facts["alerts"] = [
+            (a, rfc3339_to_us(f), rfc3339_to_us(c))
+            for a, f, c, ids in alerts
+            if valid_ids is None or any(i in valid_ids for i in ids)
+        ]
+        return facts
+    finally:
+        conn.close()
+
+
+def build_summary(
+    result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float
+) -> Dict[str, Any]:
+    c = counters(result)
+    dead = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead_letters.") and v}
+    summary: Dict[str, Any] = {
+        "source": opts.source,
+        "elapsed_s": round(elapsed_s, 2),
+        "payments_read": c.get("payments_in", 0),
+        "payments_valid": c.get("payments_parsed", 0),
+        "payments_unique": c.get("payments_unique", 0),
+        "duplicates_dropped": c.get("duplicates_dropped", 0),
+        "dead_letters_by_reason": dict(sorted(dead.items())),
+        "dead_letters": sum(dead.values()),
+        "alerts_raised": c.get("fraud_alerts", 0),
+        "rows_written": {
+            k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("sink_rows.")
+        },
+        "warehouse": opts.warehouse,
+    }
+    if elapsed_s > 0:
+        summary["payments_per_s"] = round(summary["payments_read"] / elapsed_s, 1)
+    valid_ids = set(truth.valid_transaction_ids) if truth is not None else None
+    if opts.warehouse.startswith("duckdb:"):
+        from transforms.sinks.duckdb_warehouse import parse_duckdb_target
+
+        facts = _warehouse_facts(parse_duckdb_target(opts.warehouse), valid_ids)
+        summary["warehouse_rows"] = facts["rows"]
+        summary["top_accounts"] = [
+            {"account_id": a, "alerts": n, "max_in_window": m} for a, n, m in facts["top_accounts"]
+        ]
+        if truth is not None:
+            summary["detection"] = score_alerts(facts["alerts"], truth.bursts)
+    if truth is not None:
+        summary["ground_truth"] = {
+            "valid_unique": len(truth.valid_transaction_ids),
+            "duplicates_injected": truth.duplicates,
+            "malformed_injected": dict(sorted(truth.malformed.items())),
+            "bursts": len(truth.bursts),
+        }
+    return summary
+
+
+def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
+    w = out.write
+    w("\n=== paystream run summary ===\n")
+    w(f"source              {s['source']}  ({s['elapsed_s']} s"
+      + (f", {s['payments_per_s']:,.0f} payments/s" if "payments_per_s" in s else "") + ")\n")
+    w(f"payments read       {s['payments_read']}\n")
+    w(f"valid               {s['payments_valid']}\n")
+    w(f"duplicates dropped  {s['duplicates_dropped']}\n")
+    w(f"unique stored       {s['payments_unique']}\n")
+    w(f"dead letters        {s['dead_letters']}\n")
+    for reason, n in s["dead_letters_by_reason"].items():
+        w(f"  {reason:<22}{n}\n")
+    w(f"fraud alerts        {s['alerts_raised']}\n")
+    if s.get("top_accounts"):
+        w("top accounts        " + ", ".join(
+            f"{t['account_id']} ({t['alerts']} alert, max {t['max_in_window']} in 60 s)"
+            for t in s["top_accounts"][:3]) + "\n")
+    gt = s.get("ground_truth")
+    if gt:
+        w("--- against the simulator's labels ---\n")
+        w(f"duplicates          injected {gt['duplicates_injected']}, dropped {s['duplicates_dropped']}\n")
+        w(f"malformed           injected {sum(gt['malformed_injected'].values())}, "
+          f"dead-lettered {s['dead_letters']}\n")
+        for reason, n in gt["malformed_injected"].items():
+            got = s["dead_letters_by_reason"].get(reason, 0)
+            w(f"  {reason:<22}injected {n}, dead-lettered {got}{'' if got == n else '  <-- MISMATCH'}\n")
+        d = s.get("detection")
+        if d:
+            w(f"bursts              {d['bursts']} injected, {d['alerts']} alerts, "
+              f"{d['missed_bursts']} missed, {d['bursts_alerted_more_than_once']} alerted twice, "
+              f"{d['false_positives']} false\n")
+            w(f"precision / recall  {d['precision']:.3f} / {d['recall']:.3f}\n")
+    if "warehouse_rows" in s:
+        path = s["warehouse"].split(":", 1)[1]
+        w("--- results ---\n")
+        w(f"warehouse           {path}  (tables: " + ", ".join(
+            f"{t} {n}" for t, n in s["warehouse_rows"].items()) + ")\n")
+        w(f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
+          "\"SELECT * FROM v_dead_letters_by_reason\"\n")
+    w("\n")
+    out.flush()

@@ -1,0 +1,36 @@
+"""paystream: a streaming card-payment pipeline on Apache Beam (Python)."""
+
+from setuptools import find_packages, setup
+
+BEAM = "apache-beam[gcp]>=2.77.0,<2.78"
+
+setup(
+    name="paystream",
+    version="0.1.0",
+    description="Card payments from Kafka: parse, dedup, mask PII, enrich, velocity fraud; "
+    "to BigQuery, Redis or a local DuckDB warehouse",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "bench*"]),
+    package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
+    install_requires=[
+        BEAM,
+        "duckdb>=1.1,<3",
+        "pyarrow>=14",
+    ],
+    extras_require={
+        "gcp": ["google-cloud-bigquery>=3.20,<4"],
+        "redis": ["redis>=5,<9"],
+        "metrics": ["prometheus-client>=0.20,<1"],
+        "bench": ["psutil>=5.9"],
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "jsonschema>=4.20,<5",
+            "pytest-timeout>=2.3",
+        ],
+    },
+    entry_points={"console_scripts": ["paystream=beam_pipeline.__main__:main"]},
+)

@@ -1,0 +1,176 @@
+"""ParseTransactions: validation rules, properties over arbitrary input, the composite."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.records import SourceRef
+from transforms.deadletter import DEAD_LETTER_TAG
+from transforms.parse import (
+    MAX_PAYLOAD_BYTES,
+    ParseError,
+    ParseTransactions,
+    parse_amount_minor,
+    parse_event_time_us,
+    parse_payment,
+)
+
+NOW_US = 1_795_600_000_000_000  # 2026-11-25T08:26:40Z
+SRC = SourceRef("payments", 2, 17, "acct-1")
+
+
+def good(**overrides: Any) -> Dict[str, Any]:
+    msg: Dict[str, Any] = {
+        "transaction_id": "txn-0001", "account_id": "acct-1", "amount": "12.50", "currency": "USD",
+        "card_number": "4111111111111111", "cvv": "123", "email": "jane@example.com",
+        "phone": "+1-555-867-5309", "merchant_id": "m-1", "merchant_category": "5411",
+        "country": "US", "card_country": "GB", "event_time": "2026-11-24T10:00:05.250Z",
+    }
+    msg.update(overrides)
+    return {k: v for k, v in msg.items() if v is not ...}
+
+
+def raw(msg: Any) -> bytes:
+    return json.dumps(msg).encode()
+
+
+def test_valid_payment() -> None:
+    txn = parse_payment(raw(good()), SRC, NOW_US)
+    assert txn.transaction_id == "txn-0001" and txn.amount_minor == 1250
+    assert txn.event_time_us == 1_795_514_405_250_000
+    assert txn.card_country == "GB" and txn.source == SRC
+    assert not hasattr(txn, "cvv")
+
+
+def test_json_number_amount_is_exact() -> None:
+    payload = raw(good()).replace(b'"amount": "12.50"', b'"amount": 12.5')
+    assert b'"amount": 12.5,' in payload
+    assert parse_payment(payload, SRC, NOW_US).amount_minor == 1250
+    with pytest.raises(ParseError):
+        parse_payment(payload.replace(b"12.5,", b"12.505,"), SRC, NOW_US)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        pytest.param(b"x" * (MAX_PAYLOAD_BYTES + 1), "payload_too_large", id="over-1MiB"),
+        pytest.param(b'{"a": "\xff\xfe"}', "not_utf8", id="not-utf8"),
+        pytest.param(b'{"transaction_id": "t1", ', "invalid_json", id="truncated"),
+        pytest.param(b"NaN", "invalid_json", id="nan"),
+        pytest.param(b"[1, 2]", "not_an_object", id="array"),
+        pytest.param(raw(good(cvv=...)), "missing_field", id="no-cvv"),
+        pytest.param(raw(good(event_time=None)), "missing_field", id="null-time"),
+        pytest.param(raw(good(amount="0.00")), "invalid_amount", id="zero"),
+        pytest.param(raw(good(amount="-5.00")), "invalid_amount", id="negative"),
+        pytest.param(raw(good(amount="12.505")), "invalid_amount", id="three-places"),
+        pytest.param(raw(good(amount="1e3")), "invalid_amount", id="exponent-string"),
+        pytest.param(raw(good(amount=True)), "invalid_amount", id="bool"),
+        pytest.param(raw(good(currency="XYZ")), "invalid_currency", id="not-iso4217"),
+        pytest.param(raw(good(currency="usd")), "invalid_currency", id="lower-case"),
+        pytest.param(raw(good(card_number="4111111111111112")), "invalid_card_number", id="luhn"),
+        pytest.param(raw(good(card_number="41111111111")), "invalid_card_number", id="11-digits"),
+        pytest.param(raw(good(card_number=4111111111111111)), "invalid_card_number", id="number"),
+        pytest.param(raw(good(cvv="12")), "invalid_field", id="short-cvv"),
+        pytest.param(raw(good(email="jane")), "invalid_field", id="email"),
+        pytest.param(raw(good(phone="call me")), "invalid_field", id="phone"),
+        pytest.param(raw(good(merchant_category="54")), "invalid_field", id="mcc"),
+        pytest.param(raw(good(country="XX")), "invalid_country", id="country"),
+        pytest.param(raw(good(card_country="ZZ")), "invalid_country", id="card-country"),
+        pytest.param(raw(good(event_time="2026-11-24T10:00:05")), "invalid_event_time", id="naive"),
+        pytest.param(raw(good(event_time="yesterday")), "invalid_event_time", id="garbage-time"),
+        pytest.param(raw(good(event_time="2036-11-24T10:00:05Z")), "event_time_in_future", id="future"),
+        pytest.param(raw(good(transaction_id=12)), "invalid_type", id="id-not-string"),
+        pytest.param(raw(good(merchant_id="4111111111111111")), "pii_in_field", id="card-in-merchant"),
+    ],
+)
+def test_invalid_payloads(payload: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse_payment(payload, SRC, NOW_US)
+    assert err.value.reason == reason
+
+
+def test_transaction_id_is_kept_on_errors() -> None:
+    with pytest.raises(ParseError) as err:
+        parse_payment(raw(good(amount="-1")), SRC, NOW_US)
+    assert err.value.transaction_id == "txn-0001"
+
+
+def test_event_time_offsets_are_normalised_to_utc() -> None:
+    assert parse_event_time_us("2026-11-24T11:00:05.250+01:00") == parse_event_time_us(
+        "2026-11-24T10:00:05.250Z"
+    )
+
+
+def test_amount_rules() -> None:
+    assert parse_amount_minor("0.01") == 1
+    assert parse_amount_minor(40) == 4000
+    with pytest.raises(ParseError):
+        parse_amount_minor(12.5)  # a float never reaches here: JSON numbers are Decimals
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_never_raise_anything_but_parse_error(data: bytes) -> None:
+    try:
+        parse_payment(data, SRC, NOW_US)
+    except ParseError as err:
+        assert err.reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(good())), json_values, max_size=13))
+def test_arbitrary_objects_never_raise_anything_but_parse_error(obj: Dict[str, Any]) -> None:
+    merged = {**good(), **obj}
+    try:
+        parse_payment(json.dumps(merged).encode(), SRC, NOW_US)
+    except ParseError as err:
+        assert err.reason
+
+
+def test_composite_routes_good_and_bad() -> None:
+    payloads = [
+        (raw(good()), SourceRef("payments", 0, 1)),
+        (b"not json 4111111111111111 cvv 123", SourceRef("payments", 0, 2)),
+        (raw(good(transaction_id="txn-2", amount="0")), SourceRef("payments", 1, 9, "acct-1")),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(payloads) | ParseTransactions()
+        ids = out.transactions | "Ids" >> beam.Map(lambda t: t.transaction_id)
+        stamps = out.transactions | "Stamps" >> beam.ParDo(_Stamp())
+        dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
+            lambda d: (d.reason, d.source.partition, d.source.offset, d.transaction_id,
+                       "4111111111111111" in d.masked_payload, "123" in d.masked_payload)
+        )
+        assert_that(ids, equal_to(["txn-0001"]), label="valid")
+        assert_that(stamps, equal_to([1_795_514_405_250_000]), label="event-time")
+        assert_that(
+            dead,
+            equal_to([("invalid_json", 0, 2, None, False, False),
+                      ("invalid_amount", 1, 9, "txn-2", False, False)]),
+            label="dead",
+        )
+
+
+class _Stamp(beam.DoFn):
+    def process(self, txn, timestamp=beam.DoFn.TimestampParam):  # type: ignore[no-untyped-def]
+        yield timestamp.micros
+
+
+def test_negative_skew_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ParseTransactions(max_future_skew_s=-1)

@@ -1,0 +1,39 @@
+"""Dead-letter records: one shape for every stage's bad output."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+from schemas.records import DeadLetter, SourceRef
+
+__all__ = ["DEAD_LETTER_TAG", "make_dead_letter"]
+
+DEAD_LETTER_TAG = "dead_letter"
+
+
+def make_dead_letter(
+    stage: str,
+    reason: str,
+    message: str,
+    source: SourceRef,
+    masked_payload: str,
+    transaction_id: Optional[str] = None,
+) -> DeadLetter:
+    """A dead letter whose id depends only on where it came from and why.
+
+    A replay of the same input gives the same ``dead_letter_id``, so the sinks
+    can write idempotently.
+    """
+    ident = "|".join(
+        (stage, reason, source.topic, str(source.partition), str(source.offset), transaction_id or "")
+    )
+    return DeadLetter(
+        dead_letter_id=hashlib.sha256(ident.encode()).hexdigest()[:32],
+        stage=stage,
+        reason=reason,
+        message=message,
+        source=source,
+        masked_payload=masked_payload,
+        transaction_id=transaction_id,
+    )

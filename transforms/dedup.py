@@ -1,0 +1,111 @@
+"""Exactly one output per ``transaction_id`` within an event-time horizon.
+
+State per transaction id is one short fingerprint, cleared by an event-time
+timer once the watermark passes the first copy's event time plus the
+horizon, so memory stays bounded however long the stream runs (the reason
+Beam's own ``Deduplicate`` takes a duration). A second copy with the same
+content is dropped and counted; a second copy with *different* content is a
+conflict and goes to the dead letters, because silently keeping either one
+would hide a producer bug.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from schemas.records import Transaction
+from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.masking import mask_email, mask_pan, mask_phone
+
+__all__ = ["DeduplicateTransactions"]
+
+
+def _masked_summary(txn: Transaction) -> str:
+    return json.dumps(
+        {
+            "transaction_id": txn.transaction_id,
+            "account_id": txn.account_id,
+            "amount_minor": txn.amount_minor,
+            "currency": txn.currency,
+            "card_number": mask_pan(txn.card_number),
+            "email": mask_email(txn.email),
+            "phone": mask_phone(txn.phone),
+            "merchant_id": txn.merchant_id,
+            "event_time_us": txn.event_time_us,
+        },
+        sort_keys=True,
+    )
+
+
+class _DedupFn(beam.DoFn):
+    SEEN = ReadModifyWriteStateSpec("seen", StrUtf8Coder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon_s: float) -> None:
+        self._horizon = Duration(micros=int(horizon_s * 1_000_000))
+        self._unique = Metrics.counter("paystream", "payments_unique")
+        self._dropped = Metrics.counter("paystream", "duplicates_dropped")
+        self._conflicts = Metrics.counter("paystream", "dead_letters.conflicting_duplicate")
+
+    def process(
+        self,
+        element: Tuple[str, Transaction],
+        timestamp: Timestamp = beam.DoFn.TimestampParam,
+        seen: ReadModifyWriteStateSpec = beam.DoFn.StateParam(SEEN),
+        expiry: TimerSpec = beam.DoFn.TimerParam(EXPIRY),
+    ) -> Iterable[object]:
+        _, txn = element
+        first: Optional[str] = seen.read()
+        if first is None:
+            seen.write(txn.fingerprint)
+            expiry.set(timestamp + self._horizon)
+            self._unique.inc()
+            yield txn
+        elif first == txn.fingerprint:
+            self._dropped.inc()
+        else:
+            self._conflicts.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                make_dead_letter(
+                    "dedup",
+                    "conflicting_duplicate",
+                    "transaction_id seen before with different content",
+                    txn.source,
+                    _masked_summary(txn),
+                    txn.transaction_id,
+                ),
+            )
+
+    @on_timer(EXPIRY)
+    def expire(self, seen: ReadModifyWriteStateSpec = beam.DoFn.StateParam(SEEN)) -> None:
+        seen.clear()
+
+
+class DeduplicateTransactions(beam.PTransform):
+    """``Transaction`` -> unique ``Transaction`` (main) and conflicts (``dead_letter``)."""
+
+    def __init__(self, horizon_s: float = 600.0, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if horizon_s <= 0:
+            raise ValueError("horizon_s must be > 0")
+        self._horizon_s = horizon_s
+
+    def expand(self, pcoll: beam.PCollection[Transaction]) -> beam.pvalue.DoOutputsTuple:
+        return (
+            pcoll
+            | "KeyByTransactionId" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
+                Tuple[str, Transaction]
+            )
+            | "KeepFirst" >> beam.ParDo(_DedupFn(self._horizon_s)).with_outputs(
+                DEAD_LETTER_TAG, main="unique"
+            )
+        )

@@ -1,0 +1,188 @@
+"""Features a fraud model would use, computed per account in event-time order.
+
+``AccountHistory`` and ``features()`` are plain code, tested without a
+pipeline. ``EnrichFeatures`` buffers each account's payments and releases
+them in event-time order when the watermark passes them, so every feature is
+the same whatever order the payments arrived in (and in batch, where the
+watermark jumps to the end, the whole history is sorted). History expires
+after ``history_ttl_s`` of event time without payments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from schemas.records import EnrichedTransaction, MaskedTransaction
+
+__all__ = [
+    "HISTORY_SIZE",
+    "MCC_RISK",
+    "AccountHistory",
+    "EnrichFeatures",
+    "features",
+    "merchant_category_risk",
+]
+
+HISTORY_SIZE = 20
+
+# Static risk of merchant category codes, 0 (low) to 1 (high). Categories with
+# quick cash-out or weak chargeback rights score high; unknown codes 0.3.
+MCC_RISK = {
+    "4829": 0.9,  # money transfer
+    "6051": 0.9,  # quasi-cash, crypto
+    "7995": 0.85,  # gambling
+    "5967": 0.8,  # direct marketing, inbound teleservices
+    "5732": 0.6,  # electronics
+    "5944": 0.6,  # jewellery
+    "4722": 0.5,  # travel agencies
+    "5999": 0.4,  # miscellaneous retail
+    "5812": 0.15,  # restaurants
+    "5541": 0.2,  # service stations
+    "4111": 0.1,  # commuter transport
+    "5411": 0.1,  # grocery stores
+}
+_UNKNOWN_MCC_RISK = 0.3
+
+
+def merchant_category_risk(mcc: str) -> float:
+    return MCC_RISK.get(mcc, _UNKNOWN_MCC_RISK)
+
+
+@dataclass
+class AccountHistory:
+    """What we remember of an account: its last payment time and recent amounts."""
+
+    last_event_time_us: Optional[int] = None
+    recent_amounts: List[int] = field(default_factory=list)
+
+    def push(self, txn: MaskedTransaction) -> None:
+        if self.last_event_time_us is None or txn.event_time_us >= self.last_event_time_us:
+            self.last_event_time_us = txn.event_time_us
+        self.recent_amounts = (self.recent_amounts + [txn.amount_minor])[-HISTORY_SIZE:]
+
+
+def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransaction:
+    """The features of ``txn`` given the account's history *before* it."""
+    n = len(history.recent_amounts)
+    ratio = txn.amount_minor / (sum(history.recent_amounts) / n) if n else None
+    gap = (
+        (txn.event_time_us - history.last_event_time_us) / 1e6
+        if history.last_event_time_us is not None
+        else None
+    )
+    return EnrichedTransaction(
+        txn=txn,
+        hour_of_day_utc=(txn.event_time_us // 3_600_000_000) % 24,
+        amount_to_recent_mean=round(ratio, 6) if ratio is not None else None,
+        recent_txn_count=n,
+        seconds_since_prev_txn=gap,
+        cross_border=(txn.card_country != txn.country) if txn.card_country else None,
+        merchant_category_risk=merchant_category_risk(txn.merchant_category),
+    )
+
+
+def _order(txn: MaskedTransaction) -> Tuple[int, str]:
+    return (txn.event_time_us, txn.transaction_id)
+
+
+class _EnrichFn(beam.DoFn):
+    """One event-time timer per account drives both release and expiry.
+
+    (Runners may fire different timers of one key in any order, so a second
+    expiry timer could clear the history before an earlier release.)
+    """
+
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at_us", VarIntCoder())
+    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+
+    def __init__(self, history_ttl_s: float) -> None:
+        self._ttl_us = int(history_ttl_s * 1_000_000)
+        self._enriched = Metrics.counter("paystream", "payments_enriched")
+
+    def process(
+        self,
+        element: Tuple[str, MaskedTransaction],
+        buffer: BagStateSpec = beam.DoFn.StateParam(BUFFER),
+        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
+        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+    ) -> None:
+        _, txn = element
+        buffer.add(txn)
+        pending = timer_at.read()
+        if pending is None or txn.event_time_us < pending:
+            timer_at.write(txn.event_time_us)
+            wake.set(Timestamp(micros=txn.event_time_us))
+
+    @on_timer(WAKE)
+    def release(
+        self,
+        fired_at: Timestamp = beam.DoFn.TimestampParam,
+        buffer: BagStateSpec = beam.DoFn.StateParam(BUFFER),
+        history_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(HISTORY),
+        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
+        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+    ) -> Iterable[EnrichedTransaction]:
+        limit = fired_at.micros
+        pending = sorted(buffer.read(), key=_order)
+        ready = [t for t in pending if t.event_time_us <= limit]
+        rest = [t for t in pending if t.event_time_us > limit]
+        history: AccountHistory = history_state.read() or AccountHistory()
+        for txn in ready:
+            yield features(txn, history)
+            history.push(txn)
+            self._enriched.inc()
+        if ready:
+            buffer.clear()
+            for txn in rest:
+                buffer.add(txn)
+        if rest:
+            next_at = rest[0].event_time_us
+        elif history.last_event_time_us is not None and history.last_event_time_us + self._ttl_us > limit:
+            next_at = history.last_event_time_us + self._ttl_us  # come back to forget it
+        else:
+            next_at = None
+        if next_at is None:
+            history_state.clear()
+            timer_at.clear()
+        else:
+            history_state.write(history)
+            timer_at.write(next_at)
+            wake.set(Timestamp(micros=next_at))
+
+
+class EnrichFeatures(beam.PTransform):
+    """``MaskedTransaction`` -> ``EnrichedTransaction`` (see ``schemas/bigquery``)."""
+
+    def __init__(self, history_ttl_s: float = 7 * 24 * 3600.0, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if history_ttl_s <= 0:
+            raise ValueError("history_ttl_s must be > 0")
+        self._history_ttl_s = history_ttl_s
+
+    def expand(
+        self, pcoll: beam.PCollection[MaskedTransaction]
+    ) -> beam.PCollection[EnrichedTransaction]:
+        return (
+            pcoll
+            | "KeyByAccount" >> beam.Map(lambda t: (t.account_id, t)).with_output_types(
+                Tuple[str, MaskedTransaction]
+            )
+            | "InEventTimeOrder" >> beam.ParDo(_EnrichFn(self._history_ttl_s)).with_output_types(
+                EnrichedTransaction
+            )
+        )

@@ -1,0 +1,283 @@
+"""PII masking and keyed tokens.
+
+Plain functions first (tested without a pipeline), then the ``MaskPII``
+composite that applies them to every transaction.
+
+* card  ``4111111111111111`` -> ``****-****-****-1111`` (last four only)
+* email ``user@example.com`` -> ``us****@example.com``
+* phone ``+1-555-867-5309``  -> ``1-555-****`` (country and area prefix)
+* the CVV is never a field of a parsed record: ``transforms.parse`` drops it.
+
+Tokens are HMAC-SHA256 with a secret key (PCI DSS 4.0 requirement 3.5.1.1:
+hashes of a card number must be keyed). Card and email tokens use distinct
+derived keys, so the two can never be correlated with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any, Iterable
+
+import apache_beam as beam
+
+from schemas.records import MaskedTransaction, Transaction
+
+__all__ = [
+    "MASKED_CARD_PREFIX",
+    "MaskPII",
+    "Tokenizer",
+    "load_key",
+    "mask_email",
+    "mask_pan",
+    "mask_phone",
+    "mask_record",
+    "mask_text",
+    "masked_payload_text",
+    "mask_transaction",
+]
+
+MASKED_CARD_PREFIX = "****-****-****-"
+_MASKED_PAN_RE = re.compile(r"^\*{4}-\*{4}-\*{4}-(\d{4}|\*{4})$")
+_MASKED_EMAIL_RE = re.compile(r"^[^@*]{0,2}\*{4}@[^@]*$")
+_MASKED_PHONE_RE = re.compile(r"^[\d-]*\*{4}$")
+# Digit runs that may be separated by spaces or dashes, as card numbers are written.
+# An already-masked card is matched first and kept, so masking stays idempotent.
+_DIGIT_GROUPS_RE = re.compile(r"\*{4}-\*{4}-\*{4}-\d{4}(?![ -]?\d)|\d(?:[ -]?\d)+")
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+")
+_PII_KEYS = {"card_number", "card", "pan", "cvv", "cvc", "cvv2", "email", "phone"}
+# Fields of the payment message that carry no PII: kept as they are in dead
+# letters (so an operator can find the payment), unless they hold a long digit
+# run that could be a card number.
+_SAFE_KEYS = {
+    "transaction_id", "account_id", "amount", "currency", "merchant_id",
+    "merchant_category", "country", "card_country", "event_time",
+}
+_LONG_DIGITS_RE = re.compile(r"\d(?:[ -]?\d){11,}")
+_MIN_KEY_BYTES = 16
+
+
+def mask_pan(card_number: str) -> str:
+    """``****-****-****-NNNN``: the last four digits only. Idempotent."""
+    text = str(card_number)
+    if _MASKED_PAN_RE.match(text):
+        return text
+    digits = re.sub(r"\D", "", text)
+    last4 = digits[-4:] if len(digits) >= 12 else "****"
+    return MASKED_CARD_PREFIX + last4
+
+
+def mask_email(email: str) -> str:
+    """First two characters of the local part, ``****``, then ``@domain``. Idempotent."""
+    text = str(email)
+    if _MASKED_EMAIL_RE.match(text):
+        return text
+    local, sep, domain = text.rpartition("@")
+    if not sep:
+        return "****"
+    return local[:2].replace("*", "") + "****@" + domain
+
+
+def mask_phone(phone: str) -> str:
+    """Country and area prefix, then ``****``: ``+1-555-867-5309`` -> ``1-555-****``.
+
+    Without separators only the first four digits are kept. Idempotent.
+    """
+    text = str(phone)
+    if _MASKED_PHONE_RE.match(text):
+        return text
+    groups = re.findall(r"\d+", text)
+    if len(groups) >= 3:
+        return "-".join(groups[:2]) + "-****"
+    digits = "".join(groups)
+    return (digits[:4] + "-****") if len(digits) > 4 else "****"
+
+
+def _mask_digit_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    if run.startswith("*"):
+        return run
+    digits = re.sub(r"\D", "", run)
+    if len(digits) >= 12:
+        return mask_pan(digits)
+    if len(digits) >= 3:
+        return "*" * len(run)
+    return run
+
+
+def mask_text(text: str) -> str:
+    """Scrub free text: digit runs of 3+ digits (cards, CVVs, phones) and emails.
+
+    Used for payloads that could not be parsed, where we cannot tell which
+    number is which. Amounts are lost too; that is the price of never leaking.
+    """
+    text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    return _DIGIT_GROUPS_RE.sub(_mask_digit_run, text)
+
+
+def _is_safe_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return abs(value) < 10**11
+    if isinstance(value, str):
+        return len(value) <= 256 and not _LONG_DIGITS_RE.search(value) and not _EMAIL_RE.search(value)
+    return False
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if lowered in ("cvv", "cvc", "cvv2"):
+        return None
+    if lowered in ("card_number", "card", "pan"):
+        return mask_pan(str(value))
+    if lowered == "email":
+        return mask_email(str(value))
+    if lowered == "phone":
+        return mask_phone(str(value))
+    if lowered in _SAFE_KEYS and _is_safe_scalar(value):
+        return value
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return mask_record(value)
+    if isinstance(value, list):
+        return [_mask_value("", v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 100:
+        return mask_text(str(value))
+    return value
+
+
+def mask_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Mask a (possibly invalid) payment object field by field. Idempotent.
+
+    Known PII fields are masked by kind, CVV-like fields are removed, the
+    message's non-PII fields are kept (unless they hold something that looks
+    like a card number or an email), every other value is scrubbed with
+    ``mask_text``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        masked = _mask_value(str(key), value)
+        if masked is None and str(key).lower() in ("cvv", "cvc", "cvv2"):
+            continue
+        out[mask_text(str(key)) if str(key).lower() not in _PII_KEYS else str(key)] = masked
+    return out
+
+
+def masked_payload_text(raw: bytes, limit: int = 4096) -> str:
+    """A masked, truncated, printable copy of a raw payload for dead letters."""
+    text = raw[: limit * 4].decode("utf-8", errors="replace")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        masked = json.dumps(mask_record(obj), sort_keys=True, ensure_ascii=False)
+    else:
+        masked = mask_text(text)
+    if len(masked) > limit:
+        masked = masked[:limit] + f"...[truncated, {len(raw)} bytes]"
+    return masked
+
+
+def load_key(path: str) -> bytes:
+    """Read a secret key file (raw bytes, or hex text). Refuses short keys."""
+    with open(path, "rb") as handle:
+        data = handle.read().strip()
+    try:
+        key = bytes.fromhex(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = data
+    if len(key) < _MIN_KEY_BYTES:
+        raise ValueError(f"HMAC key in {path} is shorter than {_MIN_KEY_BYTES} bytes")
+    return key
+
+
+class Tokenizer:
+    """Keyed tokens (HMAC-SHA256) for joins and counts without PII.
+
+    The card and email tokens use keys derived from the secret for their own
+    purpose, so a token of one kind can't be matched against another kind.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < _MIN_KEY_BYTES:
+            raise ValueError(f"HMAC key must be at least {_MIN_KEY_BYTES} bytes")
+        self._card_key = hmac.new(key, b"paystream/card-token/v1", hashlib.sha256).digest()
+        self._email_key = hmac.new(key, b"paystream/email-token/v1", hashlib.sha256).digest()
+
+    def card(self, card_number: str) -> str:
+        digits = re.sub(r"\D", "", card_number)
+        return hmac.new(self._card_key, digits.encode(), hashlib.sha256).hexdigest()
+
+    def email(self, email: str) -> str:
+        normalised = email.strip().lower().encode()
+        return hmac.new(self._email_key, normalised, hashlib.sha256).hexdigest()
+
+
+def mask_transaction(txn: Transaction, tokenizer: Tokenizer) -> MaskedTransaction:
+    """The masked record; every non-PII field is carried over unchanged."""
+    return MaskedTransaction(
+        transaction_id=txn.transaction_id,
+        account_id=txn.account_id,
+        amount_minor=txn.amount_minor,
+        currency=txn.currency,
+        card_masked=mask_pan(txn.card_number),
+        card_token=tokenizer.card(txn.card_number),
+        email_masked=mask_email(txn.email),
+        email_token=tokenizer.email(txn.email),
+        phone_masked=mask_phone(txn.phone),
+        merchant_id=txn.merchant_id,
+        merchant_category=txn.merchant_category,
+        country=txn.country,
+        card_country=txn.card_country,
+        event_time_us=txn.event_time_us,
+        source=txn.source,
+    )
+
+
+class _MaskFn(beam.DoFn):
+    def __init__(self, key: bytes | None, key_path: str | None) -> None:
+        self._key = key
+        self._key_path = key_path
+        self._tokenizer: Tokenizer | None = None
+
+    def setup(self) -> None:
+        # The key file is read on the worker (a mounted secret in production),
+        # so the key itself is not serialised into the pipeline graph.
+        key = self._key if self._key is not None else load_key(str(self._key_path))
+        self._tokenizer = Tokenizer(key)
+
+    def process(self, txn: Transaction) -> Iterable[MaskedTransaction]:
+        assert self._tokenizer is not None
+        yield mask_transaction(txn, self._tokenizer)
+
+
+class MaskPII(beam.PTransform):
+    """Transaction -> MaskedTransaction: masks card, email, phone; adds keyed tokens.
+
+    Give either ``key_path`` (a file read by each worker at setup: the
+    production way, the key never enters the pipeline graph) or ``key``
+    (bytes, for tests).
+    """
+
+    def __init__(
+        self, key: bytes | None = None, key_path: str | None = None, label: str | None = None
+    ) -> None:
+        super().__init__(label)
+        if (key is None) == (key_path is None):
+            raise ValueError("MaskPII needs exactly one of key or key_path")
+        if key is not None and (not isinstance(key, bytes) or len(key) < _MIN_KEY_BYTES):
+            raise ValueError(f"MaskPII needs a secret key of at least {_MIN_KEY_BYTES} bytes")
+        if key_path is not None:
+            load_key(key_path)  # fail while the graph is built, not on a worker
+        self._key = key
+        self._key_path = key_path
+
+    def expand(self, pcoll: beam.PCollection[Transaction]) -> beam.PCollection[MaskedTransaction]:
+        return pcoll | "Mask" >> beam.ParDo(_MaskFn(self._key, self._key_path)).with_output_types(
+            MaskedTransaction
+        )

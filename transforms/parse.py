@@ -1,0 +1,309 @@
+"""Parse and validate raw payment payloads.
+
+``parse_payment`` is a plain function: bytes in, a ``Transaction`` out, or a
+``ParseError`` carrying an error class. ``ParseTransactions`` wraps it: valid
+payments on the main output (timestamped with their event time), everything
+else on the ``dead_letter`` output with a masked copy of the payload. The
+CVV is read only to validate it and is dropped here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable, Optional, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from schemas.records import DeadLetter, SourceRef, Transaction
+from transforms.codes import ISO_3166_ALPHA2, ISO_4217
+from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.masking import masked_payload_text
+from transforms.progress import bump
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "REQUIRED_FIELDS",
+    "ParseError",
+    "ParseTransactions",
+    "RawPayload",
+    "luhn_valid",
+    "parse_amount_minor",
+    "parse_event_time_us",
+    "parse_payment",
+]
+
+_LOG = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes
+MAX_AMOUNT_MINOR = 10**13  # 100 billion in major units: anything above is an error
+REQUIRED_FIELDS = (
+    "transaction_id",
+    "account_id",
+    "amount",
+    "currency",
+    "card_number",
+    "cvv",
+    "email",
+    "phone",
+    "merchant_id",
+    "merchant_category",
+    "country",
+    "event_time",
+)
+_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_AMOUNT_RE = re.compile(r"^\d{1,15}(\.\d{1,2})?$")
+_CARD_RE = re.compile(r"^\d{12,19}$")
+_CVV_RE = re.compile(r"^\d{3,4}$")
+_MCC_RE = re.compile(r"^\d{4}$")
+_LONG_DIGITS_RE = re.compile(r"\d{12,19}")
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# A raw payload and where it came from.
+RawPayload = Tuple[bytes, SourceRef]
+
+
+class ParseError(ValueError):
+    """A payload that is not a valid payment. ``reason`` is the error class."""
+
+    def __init__(self, reason: str, message: str, transaction_id: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.transaction_id = transaction_id
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a string of digits."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def parse_amount_minor(value: Any) -> int:
+    """A positive amount with at most two decimals, in hundredths. Never a float."""
+    if isinstance(value, bool):
+        raise ParseError("invalid_amount", "amount must be a decimal string or number")
+    if isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, Decimal):  # JSON numbers are parsed as Decimal, not float
+        amount = value
+    elif isinstance(value, str):
+        if not _AMOUNT_RE.match(value.strip()):
+            raise ParseError("invalid_amount", "amount must look like 12.50 (at most 2 decimals)")
+        amount = Decimal(value.strip())
+    else:
+        raise ParseError("invalid_amount", "amount must be a decimal string or number")
+    try:
+        if not amount.is_finite():
+            raise ParseError("invalid_amount", "amount must be finite")
+        scaled = amount * 100
+        if scaled != scaled.to_integral_value():
+            raise ParseError("invalid_amount", "amount has more than 2 decimal places")
+    except InvalidOperation:
+        raise ParseError("invalid_amount", "amount is not a number") from None
+    minor = int(scaled)
+    if minor <= 0:
+        raise ParseError("invalid_amount", "amount must be greater than 0")
+    if minor >= MAX_AMOUNT_MINOR:
+        raise ParseError("invalid_amount", "amount is implausibly large")
+    return minor
+
+
+def parse_event_time_us(value: Any) -> int:
+    """RFC 3339 with an explicit offset, to microseconds since the epoch (UTC)."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise ParseError("invalid_event_time", "event_time must be an RFC 3339 string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ParseError("invalid_event_time", "event_time is not RFC 3339") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ParseError("invalid_event_time", "event_time has no timezone offset")
+    if parsed.year < 2000:
+        raise ParseError("invalid_event_time", "event_time is before the year 2000")
+    return (parsed - _EPOCH) // timedelta(microseconds=1)
+
+
+def _text(
+    obj: dict[str, Any], name: str, pattern: Optional[re.Pattern[str]] = None, pii: bool = False
+) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise ParseError("invalid_type", f"{name} must be a string")
+    value = value.strip()
+    if not value:
+        raise ParseError("invalid_field", f"{name} is empty")
+    if pattern is not None and not pattern.match(value):
+        raise ParseError("invalid_field", f"{name} is malformed")
+    if not pii and any(luhn_valid(run) for run in _LONG_DIGITS_RE.findall(value)):
+        # A card number where an identifier belongs would leak into every sink.
+        raise ParseError("pii_in_field", f"{name} contains what looks like a card number")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_payment(
+    raw: bytes,
+    source: SourceRef,
+    now_us: int,
+    max_future_skew_us: int = 300_000_000,
+) -> Transaction:
+    """Validate one payload. Raises ``ParseError`` and nothing else for bad input."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raise ParseError("invalid_type", "payload is not bytes")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise ParseError("payload_too_large", f"payload is {len(raw)} bytes, over {MAX_PAYLOAD_BYTES}")
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("not_utf8", "payload is not valid UTF-8") from None
+    try:
+        obj = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ParseError("invalid_json", "payload is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ParseError("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+
+    raw_id = obj.get("transaction_id")
+    txn_id = raw_id if isinstance(raw_id, str) and _ID_RE.match(raw_id) else None
+    try:
+        missing = [name for name in REQUIRED_FIELDS if obj.get(name) is None]
+        if missing:
+            raise ParseError("missing_field", "missing required field(s): " + ", ".join(missing))
+        transaction_id = _text(obj, "transaction_id", _ID_RE)
+        account_id = _text(obj, "account_id", _ID_RE)
+        amount_minor = parse_amount_minor(obj["amount"])
+        currency = obj["currency"]
+        if not isinstance(currency, str) or currency not in ISO_4217:
+            raise ParseError("invalid_currency", "currency is not an ISO 4217 code")
+        card = obj["card_number"]
+        if not isinstance(card, str):
+            raise ParseError("invalid_card_number", "card_number must be a string of digits")
+        card = card.replace(" ", "").replace("-", "")
+        if not _CARD_RE.match(card) or not luhn_valid(card):
+            raise ParseError("invalid_card_number", "card_number is not a Luhn-valid 12-19 digit number")
+        cvv = obj["cvv"]
+        if not isinstance(cvv, str) or not _CVV_RE.match(cvv):
+            raise ParseError("invalid_field", "cvv must be 3 or 4 digits")
+        email = _text(obj, "email", _EMAIL_RE, pii=True)
+        phone = _text(obj, "phone", pii=True)
+        if not 7 <= sum(ch.isdigit() for ch in phone) <= 15 or not re.match(r"^\+?[\d\s().\-]+$", phone):
+            raise ParseError("invalid_field", "phone is not a phone number")
+        merchant_id = _text(obj, "merchant_id", _ID_RE)
+        merchant_category = _text(obj, "merchant_category", _MCC_RE)
+        country = obj["country"]
+        if not isinstance(country, str) or country not in ISO_3166_ALPHA2:
+            raise ParseError("invalid_country", "country is not an ISO 3166 alpha-2 code")
+        card_country = obj.get("card_country")
+        if card_country is not None and (
+            not isinstance(card_country, str) or card_country not in ISO_3166_ALPHA2
+        ):
+            raise ParseError("invalid_country", "card_country is not an ISO 3166 alpha-2 code")
+        event_time_us = parse_event_time_us(obj["event_time"])
+        if event_time_us > now_us + max_future_skew_us:
+            raise ParseError("event_time_in_future", "event_time is implausibly far in the future")
+    except ParseError as err:
+        err.transaction_id = err.transaction_id or txn_id
+        raise
+
+    fingerprint = hashlib.sha256(
+        "|".join(
+            (transaction_id, account_id, str(amount_minor), currency, merchant_id,
+             merchant_category, country, str(event_time_us))
+        ).encode()
+    ).hexdigest()[:32]
+    return Transaction(
+        transaction_id=transaction_id,
+        account_id=account_id,
+        amount_minor=amount_minor,
+        currency=currency,
+        card_number=card,
+        email=email,
+        phone=phone,
+        merchant_id=merchant_id,
+        merchant_category=merchant_category,
+        country=country,
+        card_country=card_country,
+        event_time_us=event_time_us,
+        source=source,
+        fingerprint=fingerprint,
+    )
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, max_future_skew_s: float) -> None:
+        self._max_future_skew_us = int(max_future_skew_s * 1_000_000)
+        self._payments_in = Metrics.counter("paystream", "payments_in")
+        self._parsed = Metrics.counter("paystream", "payments_parsed")
+        self._bytes_in = Metrics.distribution("paystream", "payload_bytes")
+
+    def process(
+        self, element: RawPayload
+    ) -> Iterable[Union[TimestampedValue, beam.pvalue.TaggedOutput]]:
+        raw, source = element
+        self._payments_in.inc()
+        bump("read")
+        now_us = int(time.time() * 1_000_000)
+        try:
+            size = len(raw)
+            self._bytes_in.update(size)
+            txn = parse_payment(raw, source, now_us, self._max_future_skew_us)
+        except ParseError as err:
+            yield self._dead_letter(err.reason, err.message, raw, source, err.transaction_id)
+            return
+        except Exception as err:  # a bug must not stop the stream: dead-letter it
+            _LOG.exception(
+                "parser failed on %s/%s/%s", source.topic, source.partition, source.offset
+            )
+            yield self._dead_letter(
+                "internal_error", type(err).__name__, raw if isinstance(raw, bytes) else b"", source, None
+            )
+            return
+        self._parsed.inc()
+        yield TimestampedValue(txn, Timestamp(micros=txn.event_time_us))
+
+    @staticmethod
+    def _dead_letter(
+        reason: str, message: str, raw: bytes, source: SourceRef, txn_id: Optional[str]
+    ) -> beam.pvalue.TaggedOutput:
+        Metrics.counter("paystream", f"dead_letters.{reason}").inc()
+        letter = make_dead_letter("parse", reason, message, source, masked_payload_text(raw), txn_id)
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+
+
+class ParseTransactions(beam.PTransform):
+    """``(bytes, SourceRef)`` -> ``Transaction`` (main) and ``DeadLetter`` (``dead_letter``).
+
+    Valid payments carry their event time as the element timestamp.
+    """
+
+    def __init__(self, max_future_skew_s: float = 300.0, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if max_future_skew_s < 0:
+            raise ValueError("max_future_skew_s must be >= 0")
+        self._max_future_skew_s = max_future_skew_s
+
+    def expand(self, pcoll: beam.PCollection[RawPayload]) -> beam.pvalue.DoOutputsTuple:
+        return pcoll | "Validate" >> beam.ParDo(_ParseFn(self._max_future_skew_s)).with_outputs(
+            DEAD_LETTER_TAG, main="transactions"
+        )

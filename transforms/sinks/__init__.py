@@ -1,0 +1,1 @@
+"""Sinks: each writes rows of ``schemas.rows`` to one kind of store, idempotently."""

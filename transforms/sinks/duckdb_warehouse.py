@@ -1,0 +1,119 @@
+"""The embedded warehouse: the three tables in one DuckDB file.
+
+Tables and views are created from ``schemas/`` (the same definitions as the
+BigQuery tables). Rows are written in one batch per bundle with
+``INSERT OR IGNORE`` on the primary key, so a replay of the same input leaves
+the same rows. DuckDB allows one writing process per file: this sink is for
+runners that execute in one process (the DirectRunner); distributed runs use
+BigQuery.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import apache_beam as beam
+import duckdb
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from transforms.progress import bump
+from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_type
+
+__all__ = ["WriteToDuckDB", "connect", "parse_duckdb_target"]
+
+_LOCK = threading.Lock()
+_CONNECTIONS: Dict[str, duckdb.DuckDBPyConnection] = {}
+
+
+def parse_duckdb_target(target: str) -> str:
+    """``duckdb:PATH`` -> PATH."""
+    if not target.startswith("duckdb:") or len(target) <= len("duckdb:"):
+        raise ValueError(f"not a DuckDB warehouse target: {target!r} (expected duckdb:PATH)")
+    return target[len("duckdb:"):]
+
+
+def connect(path: str) -> duckdb.DuckDBPyConnection:
+    """One shared connection per file and process, with the tables and views created."""
+    path = os.path.abspath(path)
+    with _LOCK:
+        conn = _CONNECTIONS.get(path)
+        if conn is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            conn = duckdb.connect(path)
+            for statement in duckdb_bootstrap_sql():
+                conn.execute(statement)
+            _CONNECTIONS[path] = conn
+        return conn
+
+
+def close_all() -> None:
+    with _LOCK:
+        for conn in _CONNECTIONS.values():
+            conn.close()
+        _CONNECTIONS.clear()
+
+
+def _insert_sql(table: str, relation: str) -> str:
+    spec = TABLES[table]
+    casts = ", ".join(f"CAST({f.name} AS {duckdb_type(f)}) AS {f.name}" for f in spec.fields)
+    return f"INSERT OR IGNORE INTO {table} BY NAME SELECT {casts} FROM {relation}"
+
+
+class _WriteFn(beam.DoFn):
+    def __init__(self, path: str, table: str) -> None:
+        self._path = path
+        self._table = table
+        self._rows: List[Dict[str, Any]] = []
+        self._written = Metrics.counter("paystream", f"sink_rows.{table}")
+        self._batch_ms = Metrics.distribution("paystream", f"sink_batch_ms.{table}")
+
+    def setup(self) -> None:
+        self._conn = connect(self._path)  # fails fast on a bad path or a locked file
+        self._columns = column_names(self._table)
+        self._sql = _insert_sql(self._table, "paystream_batch")
+
+    def start_bundle(self) -> None:
+        self._rows = []
+
+    def process(self, row: Dict[str, Any]) -> None:
+        self._rows.append(row)
+
+    def finish_bundle(self) -> None:
+        if not self._rows:
+            return
+        import time
+
+        started = time.monotonic()
+        batch = pa.Table.from_pylist(
+            [{c: row.get(c) for c in self._columns} for row in self._rows]
+        )
+        with _LOCK:
+            cursor = self._conn.cursor()
+            try:
+                cursor.register("paystream_batch", batch)
+                cursor.execute(self._sql)
+                cursor.unregister("paystream_batch")
+            finally:
+                cursor.close()
+        self._written.inc(len(self._rows))
+        bump(self._table, len(self._rows))
+        self._batch_ms.update(int((time.monotonic() - started) * 1000))
+        self._rows = []
+
+
+class WriteToDuckDB(beam.PTransform):
+    """Rows (dicts with the table's columns) -> the table in a DuckDB file."""
+
+    def __init__(self, path: str, table: str, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+        self._path = os.path.abspath(path)
+        self._table = table
+
+    def expand(self, rows: beam.PCollection[Dict[str, Any]]) -> beam.pvalue.PDone:
+        rows | "Insert" >> beam.ParDo(_WriteFn(self._path, self._table))
+        return beam.pvalue.PDone(rows.pipeline)

@@ -1,0 +1,333 @@
+"""Velocity fraud: ``threshold`` or more payments of one account in a sliding window.
+
+The graph counts payments per account in ``SlidingWindows(size, period)``
+with early firings (a pane per payment, so a window reports the moment it
+reaches the threshold, not when it closes) and ``allowed_lateness``.
+
+Each payment lands in ``size / period`` overlapping windows, so one burst
+makes many windows cross the threshold. ``RaiseAlerts`` turns them into one
+alert per burst. The rule, in plain code (``BurstTracker``, tested without a
+pipeline): windows of one account that hold ``threshold`` payments and whose
+starts are consecutive (``period`` apart) form a *run*; a run is one burst
+and raises one alert; a run that touches an already-alerted run (late data
+can extend one) raises nothing new. The alert id is derived from the
+account and the start of the run's first window. A run is judged once the
+watermark passes the event time of the payment that crossed the threshold:
+by then every window to its left is complete (each such window ends before
+that time, or would itself hold the crossing payments), so the run's start,
+and hence the id, no longer depends on arrival order. Replays give the same
+ids; the sinks write idempotently on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger as triggers
+from apache_beam.transforms import window as windows
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from schemas.records import FraudAlert, MaskedTransaction
+
+__all__ = [
+    "BurstTracker",
+    "VelocityFraud",
+    "VelocityRule",
+    "WindowCount",
+    "window_starts",
+]
+
+_US = 1_000_000
+# (event_time_us, transaction_id): enough to name the payments that crossed.
+TxnRef = Tuple[int, str]
+
+
+@dataclass(frozen=True)
+class VelocityRule:
+    """``threshold`` payments of one account inside a ``size_s`` window sliding by ``period_s``."""
+
+    threshold: int = 3
+    size_s: int = 60
+    period_s: int = 5
+    allowed_lateness_s: int = 10
+
+    def __post_init__(self) -> None:
+        if self.threshold < 2:
+            raise ValueError("threshold must be >= 2")
+        if self.size_s <= 0 or self.period_s <= 0:
+            raise ValueError("window size and period must be > 0")
+        if self.size_s % self.period_s:
+            raise ValueError("window size must be a multiple of the period")
+        if self.allowed_lateness_s < 0:
+            raise ValueError("allowed lateness must be >= 0")
+
+    @property
+    def name(self) -> str:
+        return f"velocity:{self.threshold} in {self.size_s}s/{self.period_s}s"
+
+    @property
+    def size_us(self) -> int:
+        return self.size_s * _US
+
+    @property
+    def period_us(self) -> int:
+        return self.period_s * _US
+
+
+def window_starts(event_time_us: int, size_us: int, period_us: int) -> List[int]:
+    """Starts of the sliding windows that contain ``event_time_us`` (as Beam assigns them)."""
+    last = event_time_us - (event_time_us % period_us)
+    return [s for s in range(last, event_time_us - size_us, -period_us)]
+
+
+class WindowCount(NamedTuple):
+    """One pane of one sliding window of one account."""
+
+    start_us: int
+    end_us: int
+    count: int
+    earliest: Tuple[TxnRef, ...]  # the ``threshold`` earliest payments in the window
+
+
+@dataclass
+class _Alerted:
+    first_start_us: int
+    last_start_us: int
+    alert_id: str
+
+
+@dataclass
+class BurstTracker:
+    """Per-account state of ``RaiseAlerts``: window counts and alerted runs."""
+
+    windows: Dict[int, WindowCount] = field(default_factory=dict)
+    alerted: List[_Alerted] = field(default_factory=list)
+    max_end_us: int = 0
+
+    def observe(self, pane: WindowCount) -> None:
+        """Record a pane; with accumulating panes the largest count is the latest."""
+        self.max_end_us = max(self.max_end_us, pane.end_us)
+        known = self.windows.get(pane.start_us)
+        if known is None or pane.count >= known.count:
+            self.windows[pane.start_us] = pane
+
+    def crossing_time_us(self, pane: WindowCount, rule: VelocityRule) -> Optional[int]:
+        if pane.count < rule.threshold or len(pane.earliest) < rule.threshold:
+            return None
+        return pane.earliest[rule.threshold - 1][0]
+
+    def _runs(self, rule: VelocityRule) -> List[List[WindowCount]]:
+        firing = sorted(
+            (w for w in self.windows.values() if w.count >= rule.threshold), key=lambda w: w.start_us
+        )
+        runs: List[List[WindowCount]] = []
+        for pane in firing:
+            if runs and pane.start_us - runs[-1][-1].start_us == rule.period_us:
+                runs[-1].append(pane)
+            else:
+                runs.append([pane])
+        return runs
+
+    def evaluate(
+        self, account_id: str, rule: VelocityRule, watermark_us: int
+    ) -> Tuple[List[FraudAlert], Optional[int]]:
+        """Alerts for runs whose crossing is at or before ``watermark_us``.
+
+        Returns the new alerts and the crossing time of the next run still
+        waiting for the watermark (``None`` if none).
+        """
+        alerts: List[FraudAlert] = []
+        next_due: Optional[int] = None
+        for run in self._runs(rule):
+            crossings = [
+                (self.crossing_time_us(w, rule) or 0, w.start_us, w) for w in run
+            ]
+            cross_us, _, crossing_pane = min(crossings, key=lambda c: (c[0], c[1]))
+            first, last = run[0].start_us, run[-1].start_us
+            touched = [
+                a for a in self.alerted
+                if first <= a.last_start_us + rule.period_us and last >= a.first_start_us - rule.period_us
+            ]
+            if touched:
+                for a in touched:
+                    a.first_start_us = min(a.first_start_us, first)
+                    a.last_start_us = max(a.last_start_us, last)
+                continue
+            if cross_us > watermark_us:
+                next_due = cross_us if next_due is None else min(next_due, cross_us)
+                continue
+            alert_id = hashlib.sha256(
+                f"{account_id}|{rule.name}|{first}".encode()
+            ).hexdigest()[:32]
+            self.alerted.append(_Alerted(first, last, alert_id))
+            earliest = crossing_pane.earliest[: rule.threshold]
+            alerts.append(
+                FraudAlert(
+                    alert_id=alert_id,
+                    account_id=account_id,
+                    rule=rule.name,
+                    threshold=rule.threshold,
+                    window_start_us=run[0].start_us,
+                    window_end_us=run[0].end_us,
+                    first_txn_time_us=min(w.earliest[0][0] for w in run),
+                    crossing_txn_time_us=cross_us,
+                    max_window_count=max(w.count for w in run),
+                    transaction_ids=tuple(ref[1] for ref in earliest),
+                )
+            )
+        return alerts, next_due
+
+    def prune(self, rule: VelocityRule, watermark_us: int) -> None:
+        """Forget windows that can no longer change nor touch a changing one."""
+        horizon = watermark_us - rule.allowed_lateness_s * _US - 2 * rule.size_us
+        self.windows = {s: w for s, w in self.windows.items() if w.end_us > horizon}
+        self.alerted = [a for a in self.alerted if a.last_start_us + rule.size_us > horizon]
+
+    def idle_after_us(self, rule: VelocityRule) -> int:
+        """After this event time no window of the account can change any more."""
+        return self.max_end_us + rule.allowed_lateness_s * _US + 2 * rule.size_us
+
+
+class _WindowStatsFn(beam.CombineFn):
+    """Count, plus the ``keep`` earliest payments, of one window."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+
+    def create_accumulator(self) -> Tuple[int, Tuple[TxnRef, ...]]:
+        return (0, ())
+
+    def add_input(
+        self, acc: Tuple[int, Tuple[TxnRef, ...]], ref: TxnRef
+    ) -> Tuple[int, Tuple[TxnRef, ...]]:
+        count, earliest = acc
+        return (count + 1, tuple(sorted(earliest + (tuple(ref),))[: self._keep]))
+
+    def merge_accumulators(
+        self, accs: Iterable[Tuple[int, Tuple[TxnRef, ...]]]
+    ) -> Tuple[int, Tuple[TxnRef, ...]]:
+        total, merged = 0, []
+        for count, earliest in accs:
+            total += count
+            merged.extend(earliest)
+        return (total, tuple(sorted(merged)[: self._keep]))
+
+    def extract_output(self, acc: Tuple[int, Tuple[TxnRef, ...]]) -> Tuple[int, Tuple[TxnRef, ...]]:
+        return acc
+
+
+class _AttachWindowFn(beam.DoFn):
+    def process(
+        self,
+        element: Tuple[str, Tuple[int, Tuple[TxnRef, ...]]],
+        window: windows.IntervalWindow = beam.DoFn.WindowParam,
+    ) -> Iterable[Tuple[str, WindowCount]]:
+        account_id, (count, earliest) = element
+        yield account_id, WindowCount(window.start.micros, window.end.micros, count, earliest)
+
+
+class _RaiseAlertsFn(beam.DoFn):
+    """One event-time timer per account: at the next crossing, else at idleness.
+
+    (Runners may fire different timers of one key in any order, so expiry is
+    not a second timer.)
+    """
+
+    TRACKER = ReadModifyWriteStateSpec("tracker", PickleCoder())
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at_us", PickleCoder())
+    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+
+    def __init__(self, rule: VelocityRule) -> None:
+        self._rule = rule
+        self._alerts = Metrics.counter("paystream", "fraud_alerts")
+
+    def process(
+        self,
+        element: Tuple[str, WindowCount],
+        tracker_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TRACKER),
+        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
+        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+    ) -> None:
+        _, pane = element
+        tracker: BurstTracker = tracker_state.read() or BurstTracker()
+        tracker.observe(pane)
+        tracker_state.write(tracker)
+        cross = tracker.crossing_time_us(pane, self._rule)
+        want = cross if cross is not None else tracker.idle_after_us(self._rule)
+        pending = timer_at.read()
+        if pending is None or want < pending:
+            timer_at.write(want)
+            wake.set(Timestamp(micros=want))
+
+    @on_timer(WAKE)
+    def check_runs(
+        self,
+        key: str = beam.DoFn.KeyParam,
+        fired_at: Timestamp = beam.DoFn.TimestampParam,
+        tracker_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TRACKER),
+        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
+        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+    ) -> Iterable[FraudAlert]:
+        now = fired_at.micros
+        tracker: BurstTracker = tracker_state.read() or BurstTracker()
+        alerts, next_due = tracker.evaluate(key, self._rule, now)
+        idle_at = tracker.idle_after_us(self._rule)
+        if now >= idle_at:
+            tracker_state.clear()  # every window is closed and judged: forget the account
+            timer_at.clear()
+        else:
+            tracker.prune(self._rule, now)
+            tracker_state.write(tracker)
+            next_at = next_due if next_due is not None else idle_at
+            timer_at.write(next_at)
+            wake.set(Timestamp(micros=next_at))
+        for alert in alerts:
+            self._alerts.inc()
+            yield alert
+
+
+class VelocityFraud(beam.PTransform):
+    """``MaskedTransaction`` (event-time stamped) -> one ``FraudAlert`` per burst."""
+
+    def __init__(
+        self,
+        threshold: int = 3,
+        size_s: int = 60,
+        period_s: int = 5,
+        allowed_lateness_s: int = 10,
+        label: Optional[str] = None,
+    ) -> None:
+        super().__init__(label)
+        self._rule = VelocityRule(threshold, size_s, period_s, allowed_lateness_s)
+
+    @property
+    def rule(self) -> VelocityRule:
+        return self._rule
+
+    def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[FraudAlert]:
+        rule = self._rule
+        return (
+            pcoll
+            | "KeyByAccount" >> beam.Map(
+                lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
+            ).with_output_types(Tuple[str, Tuple[int, str]])
+            | "SlidingWindows" >> beam.WindowInto(
+                windows.SlidingWindows(rule.size_s, rule.period_s),
+                trigger=triggers.AfterWatermark(
+                    early=triggers.AfterCount(1), late=triggers.AfterCount(1)
+                ),
+                accumulation_mode=triggers.AccumulationMode.ACCUMULATING,
+                allowed_lateness=Duration(seconds=rule.allowed_lateness_s),
+            )
+            | "CountPerWindow" >> beam.CombinePerKey(_WindowStatsFn(rule.threshold))
+            | "AttachWindow" >> beam.ParDo(_AttachWindowFn())
+            | "GlobalWindow" >> beam.WindowInto(windows.GlobalWindows())
+            | "RaiseAlerts" >> beam.ParDo(_RaiseAlertsFn(rule)).with_output_types(FraudAlert)
+        )
