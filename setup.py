@@ -12,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "bench*"]),
     package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
     install_requires=[

@@ -47,6 +47,8 @@ _MASKED_PHONE_RE = re.compile(r"^[\d-]*\*{4}$")
 # An already-masked card is matched first and kept, so masking stays idempotent.
 _DIGIT_GROUPS_RE = re.compile(r"\*{4}-\*{4}-\*{4}-\d{4}(?![ -]?\d)|\d(?:[ -]?\d)+")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+")
+# A CVV-like key and its value in free text ("cvv": "123", cvc=123): removed whole.
+_CVV_PAIR_RE = re.compile(r"""["']?\b(?:cvv2?|cvc2?|csc)\b["']?\s*[:=]\s*["']?[^"',}\s]*["']?\s*,?\s*""", re.I)
 _PII_KEYS = {"card_number", "card", "pan", "cvv", "cvc", "cvv2", "email", "phone"}
 # Fields of the payment message that carry no PII: kept as they are in dead
 # letters (so an operator can find the payment), unless they hold a long digit
@@ -113,6 +115,7 @@ def mask_text(text: str) -> str:
     Used for payloads that could not be parsed, where we cannot tell which
     number is which. Amounts are lost too; that is the price of never leaking.
     """
+    text = _CVV_PAIR_RE.sub("", text)
     text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
     return _DIGIT_GROUPS_RE.sub(_mask_digit_run, text)
 
@@ -179,7 +182,7 @@ def masked_payload_text(raw: bytes, limit: int = 4096) -> str:
     else:
         masked = mask_text(text)
     if len(masked) > limit:
-        masked = masked[:limit] + f"...[truncated, {len(raw)} bytes]"
+        masked = masked[:limit] + "...[truncated]"
     return masked
 
 

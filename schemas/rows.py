@@ -1,0 +1,166 @@
+"""Records → warehouse rows: JSON-able dicts with exactly the columns of ``bigquery/<table>.json``.
+
+Pure functions, no I/O. The same rows feed BigQuery (``WriteToBigQuery``, which takes TIMESTAMP as
+an RFC 3339 string and NUMERIC as a decimal string) and the local DuckDB warehouse
+(``schemas.tables.duckdb_insert_sql`` / ``duckdb_insert_json_sql``).
+
+Conventions: TIMESTAMP → ``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` (UTC, always six fraction digits);
+NUMERIC → decimal string with two places; REPEATED → list; FLOAT → finite float (``ValueError``
+for NaN/inf, which JSON cannot carry); times in the records are integer microseconds since the
+epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+from typing import Any
+
+from .records import DeadLetter, EnrichedTransaction, FraudAlert
+
+__all__ = [
+    "transaction_row",
+    "alert_row",
+    "dead_letter_row",
+    "us_to_rfc3339",
+    "rfc3339_to_us",
+    "minor_to_numeric",
+]
+
+_US_PER_SECOND = 1_000_000
+_US_PER_DAY = 86_400 * _US_PER_SECOND
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+# Same grammar as the "event_time" pattern of payment.schema.json (the tests keep them in step):
+# RFC 3339 date-time, 'T' separator, optional fraction, mandatory offset.
+_RFC3339 = re.compile(
+    r"^(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})[Tt]"
+    r"(?P<h>[0-9]{2}):(?P<mi>[0-9]{2}):(?P<s>[0-9]{2})(?:\.(?P<frac>[0-9]+))?"
+    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>[0-9]{2}):(?P<om>[0-9]{2}))"
+)
+
+
+def us_to_rfc3339(us: int) -> str:
+    """Microseconds since the epoch → ``"2026-11-24T10:00:05.250000Z"`` (exact, UTC)."""
+    if isinstance(us, bool) or not isinstance(us, int):
+        raise TypeError(f"expected int microseconds, got {type(us).__name__}")
+    days, rem = divmod(us, _US_PER_DAY)
+    try:
+        day = date.fromordinal(_EPOCH_ORDINAL + days)
+    except (ValueError, OverflowError):
+        raise ValueError(f"timestamp out of range: {us} us") from None
+    seconds, micros = divmod(rem, _US_PER_SECOND)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micros:06d}Z"
+
+
+def rfc3339_to_us(s: str) -> int:
+    """RFC 3339 date-time with offset → microseconds since the epoch (UTC).
+
+    Fraction digits past microseconds are truncated. A missing offset (naive time), a space
+    separator, a leap second or any out-of-range part raises ``ValueError``.
+    """
+    m = _RFC3339.fullmatch(s)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 date-time with offset: {s!r}")
+    day = date(int(m["y"]), int(m["mo"]), int(m["d"]))  # ValueError on a bad date
+    hours, minutes, seconds = int(m["h"]), int(m["mi"]), int(m["s"])
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise ValueError(f"time of day out of range: {s!r}")
+    offset_s = 0
+    if m["z"] is None:
+        oh, om = int(m["oh"]), int(m["om"])
+        if oh > 23 or om > 59:
+            raise ValueError(f"UTC offset out of range: {s!r}")
+        offset_s = (oh * 3600 + om * 60) * (1 if m["sign"] == "+" else -1)
+    frac_us = int((m["frac"] or "")[:6].ljust(6, "0"))
+    local_s = (day.toordinal() - _EPOCH_ORDINAL) * 86_400 + hours * 3600 + minutes * 60 + seconds
+    return (local_s - offset_s) * _US_PER_SECOND + frac_us
+
+
+def minor_to_numeric(amount_minor: int) -> str:
+    """Integer minor units → NUMERIC decimal string with two places (1250 → ``"12.50"``)."""
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise TypeError(f"expected int minor units, got {type(amount_minor).__name__}")
+    if amount_minor < 0:
+        raise ValueError(f"negative amount: {amount_minor}")
+    major, minor = divmod(amount_minor, 100)
+    return f"{major}.{minor:02d}"
+
+
+def _float(value: float, column: str) -> float:
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{column} is not finite: {out}")
+    return out
+
+
+def _opt_float(value: float | None, column: str) -> float | None:
+    return None if value is None else _float(value, column)
+
+
+def transaction_row(e: EnrichedTransaction, ingested_at_us: int) -> dict[str, Any]:
+    """One ``payment_transactions`` row."""
+    t = e.txn
+    return {
+        "transaction_id": t.transaction_id,
+        "account_id": t.account_id,
+        "amount": minor_to_numeric(t.amount_minor),
+        "currency": t.currency,
+        "card_masked": t.card_masked,
+        "card_token": t.card_token,
+        "email_masked": t.email_masked,
+        "email_token": t.email_token,
+        "phone_masked": t.phone_masked,
+        "merchant_id": t.merchant_id,
+        "merchant_category": t.merchant_category,
+        "country": t.country,
+        "card_country": t.card_country,
+        "event_time": us_to_rfc3339(t.event_time_us),
+        "hour_of_day_utc": int(e.hour_of_day_utc),
+        "amount_to_recent_mean": _opt_float(e.amount_to_recent_mean, "amount_to_recent_mean"),
+        "recent_txn_count": int(e.recent_txn_count),
+        "seconds_since_prev_txn": _opt_float(e.seconds_since_prev_txn, "seconds_since_prev_txn"),
+        "cross_border": None if e.cross_border is None else bool(e.cross_border),
+        "merchant_category_risk": _float(e.merchant_category_risk, "merchant_category_risk"),
+        "source_topic": t.source.topic,
+        "source_partition": t.source.partition,
+        "source_offset": t.source.offset,
+        "ingested_at": us_to_rfc3339(ingested_at_us),
+    }
+
+
+def alert_row(a: FraudAlert, detected_at_us: int) -> dict[str, Any]:
+    """One ``fraud_velocity_alerts`` row."""
+    return {
+        "alert_id": a.alert_id,
+        "account_id": a.account_id,
+        "rule": a.rule,
+        "threshold": int(a.threshold),
+        "window_start": us_to_rfc3339(a.window_start_us),
+        "window_end": us_to_rfc3339(a.window_end_us),
+        "first_txn_time": us_to_rfc3339(a.first_txn_time_us),
+        "crossing_txn_time": us_to_rfc3339(a.crossing_txn_time_us),
+        "max_window_count": int(a.max_window_count),
+        "transaction_ids": list(a.transaction_ids),
+        "detected_at": us_to_rfc3339(detected_at_us),
+    }
+
+
+def dead_letter_row(d: DeadLetter, received_at_us: int) -> dict[str, Any]:
+    """One ``dead_letters`` row."""
+    return {
+        "dead_letter_id": d.dead_letter_id,
+        "stage": d.stage,
+        "reason": d.reason,
+        "message": d.message,
+        "source_topic": d.source.topic,
+        "source_partition": d.source.partition,
+        "source_offset": d.source.offset,
+        "source_key": d.source.key,
+        "masked_payload": d.masked_payload,
+        "transaction_id": d.transaction_id,
+        "received_at": us_to_rfc3339(received_at_us),
+    }
