@@ -31,6 +31,7 @@ setup(
             "jsonschema>=4.20,<5",
             "pytest-timeout>=2.3",
         ],
+        "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={"console_scripts": ["paystream=beam_pipeline.__main__:main"]},
 )

@@ -7,14 +7,33 @@ import sys
 from typing import List, Optional
 
 
+def _print_help() -> None:
+    import argparse
+
+    from beam_pipeline.options import PaystreamOptions
+
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline",
+        description="Run the paystream graph. Without options: the embedded default "
+        "(DirectRunner, simulator, DuckDB warehouse in ./paystream-out).",
+        epilog="Beam's own flags (--runner, --streaming, --flink_master, ...) pass through to Beam.",
+    )
+    PaystreamOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        _print_help()
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Beam's runners log set-up chatter at INFO/WARNING; keep the user's terminal for our lines.
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     from beam_pipeline.pipeline import run
 
     try:
-        run(sys.argv[1:] if argv is None else argv)
+        run(args)
     except ValueError as err:
         print(f"paystream: {err}", file=sys.stderr)
         return 2

@@ -70,7 +70,8 @@ class KafkaPayloads(beam.PTransform):
             kwargs["expansion_service"] = self._expansion_service
         return (
             pbegin
-            | "ReadFromKafka" >> ReadFromKafka(
+            | "ReadFromKafka"
+            >> ReadFromKafka(
                 consumer_config=consumer_config(self._bootstrap_servers, self._group_id),
                 topics=[self._topic],
                 with_metadata=True,

@@ -19,18 +19,23 @@ class PaystreamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
         src = parser.add_argument_group("source")
         src.add_argument(
-            "--source", choices=SOURCES, default="simulator",
+            "--source",
+            choices=SOURCES,
+            default="simulator",
             help="where payments come from (default: the in-process simulator)",
         )
         src.add_argument("--input", default=None, help="JSON-lines file or glob, for --source=file")
         src.add_argument(
-            "--num_events", type=int, default=3000,
+            "--num_events",
+            type=int,
+            default=3000,
             help="payments the simulator emits, all injections included (default 3000)",
         )
         src.add_argument("--sim_seed", type=int, default=42, help="simulator seed (default 42)")
         src.add_argument("--sim_accounts", type=int, default=500, help="simulator accounts (default 500)")
         src.add_argument(
-            "--truth", default=None,
+            "--truth",
+            default=None,
             help="ground-truth JSON written by `python -m simulator.generate`, to score a file run",
         )
 
@@ -39,50 +44,65 @@ class PaystreamOptions(PipelineOptions):
         kafka.add_argument("--kafka_topic", default="payments", help="Kafka topic (default payments)")
         kafka.add_argument("--kafka_consumer_group", default="paystream", help="Kafka consumer group")
         kafka.add_argument(
-            "--kafka_max_num_records", type=int, default=None,
+            "--kafka_max_num_records",
+            type=int,
+            default=None,
             help="stop the Kafka read after this many records (bounded runs, tests)",
         )
         kafka.add_argument(
-            "--kafka_expansion_service", default=None,
+            "--kafka_expansion_service",
+            default=None,
             help="address of a running Java expansion service for ReadFromKafka",
         )
 
         proc = parser.add_argument_group("processing")
         proc.add_argument(
-            "--hmac_key_file", default=None,
+            "--hmac_key_file",
+            default=None,
             help="file holding the secret key for card/email tokens (hex or raw, >= 16 bytes). "
             "Local DuckDB runs without it create one beside the warehouse.",
         )
         proc.add_argument(
-            "--dedup_horizon_s", type=float, default=600.0,
+            "--dedup_horizon_s",
+            type=float,
+            default=600.0,
             help="event-time horizon of de-duplication, seconds (default 600)",
         )
         proc.add_argument(
-            "--max_future_skew_s", type=float, default=300.0,
+            "--max_future_skew_s",
+            type=float,
+            default=300.0,
             help="event times further than this in the future are dead-lettered (default 300)",
         )
-        proc.add_argument("--velocity_threshold", type=int, default=3, help="payments per window that raise an alert")
+        proc.add_argument(
+            "--velocity_threshold", type=int, default=3, help="payments per window that raise an alert"
+        )
         proc.add_argument("--velocity_window_s", type=int, default=60, help="sliding window size, seconds")
         proc.add_argument("--velocity_period_s", type=int, default=5, help="sliding window period, seconds")
         proc.add_argument(
-            "--allowed_lateness_s", type=int, default=10,
+            "--allowed_lateness_s",
+            type=int,
+            default=10,
             help="lateness accepted by the velocity windows, seconds (default 10)",
         )
         proc.add_argument(
-            "--history_ttl_s", type=float, default=7 * 24 * 3600.0,
+            "--history_ttl_s",
+            type=float,
+            default=7 * 24 * 3600.0,
             help="event time after which an idle account's feature history is forgotten",
         )
 
         out = parser.add_argument_group("output")
         out.add_argument(
-            "--warehouse", default=DEFAULT_WAREHOUSE,
+            "--warehouse",
+            default=DEFAULT_WAREHOUSE,
             help="where rows go: duckdb:PATH (default %(default)s)",
         )
         out.add_argument(
-            "--summary", default=True, action="store_true",
+            "--summary",
+            default=True,
+            action="store_true",
             help="print the end-of-run summary (default on)",
         )
         out.add_argument("--no_summary", dest="summary", action="store_false")
-        out.add_argument(
-            "--summary_json", default=None, help="also write the summary as JSON to this path"
-        )
+        out.add_argument("--summary_json", default=None, help="also write the summary as JSON to this path")

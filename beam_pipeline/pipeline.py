@@ -29,8 +29,8 @@ from beam_pipeline.options import PaystreamOptions
 from beam_pipeline.sources import FileLines, SimulatedPayloads
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
-from transforms.dedup import DeduplicateTransactions
 from transforms.deadletter import DEAD_LETTER_TAG
+from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
 from transforms.masking import MaskPII
 from transforms.parse import ParseTransactions, RawPayload
@@ -64,9 +64,7 @@ def build_graph(
 ) -> GraphOutputs:
     """Raw payloads -> enriched rows, alerts, dead letters."""
     parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
-    unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(
-        horizon_s=opts.dedup_horizon_s
-    )
+    unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(horizon_s=opts.dedup_horizon_s)
     masked = unique.unique | "MaskPII" >> MaskPII(key=key, key_path=key_path)
     enriched = masked | "Enrich" >> EnrichFeatures(history_ttl_s=opts.history_ttl_s)
     alerts = masked | "VelocityFraud" >> VelocityFraud(
@@ -109,8 +107,7 @@ def to_rows(outputs: GraphOutputs) -> Dict[str, beam.PCollection[Dict[str, Any]]
     return {
         "payment_transactions": outputs.transactions
         | "TransactionRows" >> beam.Map(lambda e: transaction_row(e, _now_us())),
-        "fraud_velocity_alerts": outputs.alerts
-        | "AlertRows" >> beam.Map(lambda a: alert_row(a, _now_us())),
+        "fraud_velocity_alerts": outputs.alerts | "AlertRows" >> beam.Map(lambda a: alert_row(a, _now_us())),
         "dead_letters": outputs.dead_letters
         | "DeadLetterRows" >> beam.Map(lambda d: dead_letter_row(d, _now_us())),
     }

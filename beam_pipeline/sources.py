@@ -42,7 +42,8 @@ class FileLines(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
         return (
             pbegin
-            | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "Match"
+            >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
             | "Open" >> fileio.ReadMatches()
             | "Lines" >> beam.ParDo(_ReadLinesFn())
         )

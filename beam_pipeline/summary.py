@@ -24,9 +24,7 @@ def counters(result: PipelineResult) -> Dict[str, int]:
     return out
 
 
-def score_alerts(
-    alerts: List[Tuple[str, int, int]], bursts: List[Any]
-) -> Dict[str, Any]:
+def score_alerts(alerts: List[Tuple[str, int, int]], bursts: List[Any]) -> Dict[str, Any]:
     """Match alerts ``(account, first_txn_us, crossing_us)`` to labelled bursts.
 
     An alert matches a burst of the same account when its crossing payment
@@ -39,10 +37,7 @@ def score_alerts(
     for b in bursts:
         by_account.setdefault(b.account_id, []).append(b)
     for account, _first, crossing in alerts:
-        hit = [
-            b for b in by_account.get(account, [])
-            if b.first_time_us <= crossing <= b.last_time_us
-        ]
+        hit = [b for b in by_account.get(account, []) if b.first_time_us <= crossing <= b.last_time_us]
         if hit:
             matched_alerts += 1
             for b in hit:
@@ -67,7 +62,7 @@ def _warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
     try:
         facts: Dict[str, Any] = {"path": path}
         facts["rows"] = {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            table: (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
             for table in ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
         }
         facts["top_accounts"] = conn.execute(
@@ -105,9 +100,7 @@ def build_summary(
         "dead_letters_by_reason": dict(sorted(dead.items())),
         "dead_letters": sum(dead.values()),
         "alerts_raised": c.get("fraud_alerts", 0),
-        "rows_written": {
-            k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("sink_rows.")
-        },
+        "rows_written": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("sink_rows.")},
         "warehouse": opts.warehouse,
     }
     if elapsed_s > 0:
@@ -136,8 +129,11 @@ def build_summary(
 def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
     w = out.write
     w("\n=== paystream run summary ===\n")
-    w(f"source              {s['source']}  ({s['elapsed_s']} s"
-      + (f", {s['payments_per_s']:,.0f} payments/s" if "payments_per_s" in s else "") + ")\n")
+    w(
+        f"source              {s['source']}  ({s['elapsed_s']} s"
+        + (f", {s['payments_per_s']:,.0f} payments/s" if "payments_per_s" in s else "")
+        + ")\n"
+    )
     w(f"payments read       {s['payments_read']}\n")
     w(f"valid               {s['payments_valid']}\n")
     w(f"duplicates dropped  {s['duplicates_dropped']}\n")
@@ -147,30 +143,44 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
         w(f"  {reason:<22}{n}\n")
     w(f"fraud alerts        {s['alerts_raised']}\n")
     if s.get("top_accounts"):
-        w("top accounts        " + ", ".join(
-            f"{t['account_id']} ({t['alerts']} alert, max {t['max_in_window']} in 60 s)"
-            for t in s["top_accounts"][:3]) + "\n")
+        w(
+            "top accounts        "
+            + ", ".join(
+                f"{t['account_id']} ({t['alerts']} alert, max {t['max_in_window']} in 60 s)"
+                for t in s["top_accounts"][:3]
+            )
+            + "\n"
+        )
     gt = s.get("ground_truth")
     if gt:
         w("--- against the simulator's labels ---\n")
         w(f"duplicates          injected {gt['duplicates_injected']}, dropped {s['duplicates_dropped']}\n")
-        w(f"malformed           injected {sum(gt['malformed_injected'].values())}, "
-          f"dead-lettered {s['dead_letters']}\n")
+        w(
+            f"malformed           injected {sum(gt['malformed_injected'].values())}, "
+            f"dead-lettered {s['dead_letters']}\n"
+        )
         for reason, n in gt["malformed_injected"].items():
             got = s["dead_letters_by_reason"].get(reason, 0)
             w(f"  {reason:<22}injected {n}, dead-lettered {got}{'' if got == n else '  <-- MISMATCH'}\n")
         d = s.get("detection")
         if d:
-            w(f"bursts              {d['bursts']} injected, {d['alerts']} alerts, "
-              f"{d['missed_bursts']} missed, {d['bursts_alerted_more_than_once']} alerted twice, "
-              f"{d['false_positives']} false\n")
+            w(
+                f"bursts              {d['bursts']} injected, {d['alerts']} alerts, "
+                f"{d['missed_bursts']} missed, {d['bursts_alerted_more_than_once']} alerted twice, "
+                f"{d['false_positives']} false\n"
+            )
             w(f"precision / recall  {d['precision']:.3f} / {d['recall']:.3f}\n")
     if "warehouse_rows" in s:
         path = s["warehouse"].split(":", 1)[1]
         w("--- results ---\n")
-        w(f"warehouse           {path}  (tables: " + ", ".join(
-            f"{t} {n}" for t, n in s["warehouse_rows"].items()) + ")\n")
-        w(f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
-          "\"SELECT * FROM v_dead_letters_by_reason\"\n")
+        w(
+            f"warehouse           {path}  (tables: "
+            + ", ".join(f"{t} {n}" for t, n in s["warehouse_rows"].items())
+            + ")\n"
+        )
+        w(
+            f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
+            '"SELECT * FROM v_dead_letters_by_reason"\n'
+        )
     w("\n")
     out.flush()

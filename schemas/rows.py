@@ -53,7 +53,9 @@ def us_to_rfc3339(us: int) -> str:
     seconds, micros = divmod(rem, _US_PER_SECOND)
     hours, seconds = divmod(seconds, 3600)
     minutes, seconds = divmod(seconds, 60)
-    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micros:06d}Z"
+    return (
+        f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micros:06d}Z"
+    )
 
 
 def rfc3339_to_us(s: str) -> int:

@@ -78,7 +78,9 @@ _BIGQUERY_SQL_TYPES: Mapping[str, str] = {
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$", re.ASCII)
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]*$", re.ASCII)
 _DATASET = re.compile(r"^[A-Za-z0-9_]+$", re.ASCII)
-_VIEW_BLOCK = re.compile(r"^-- view: (?P<name>\w+)[ \t]*\n(?P<body>.*?)^-- end view[ \t]*$", re.MULTILINE | re.DOTALL)
+_VIEW_BLOCK = re.compile(
+    r"^-- view: (?P<name>\w+)[ \t]*\n(?P<body>.*?)^-- end view[ \t]*$", re.MULTILINE | re.DOTALL
+)
 _QUALIFIED_TABLE = re.compile(r"`\$\{project\}\.\$\{dataset\}\.(?P<table>\w+)`")
 
 
@@ -113,7 +115,9 @@ class Field:
     def from_json(cls, obj: Mapping[str, Any]) -> Field:
         keys = set(obj)
         if keys != {"name", "type", "mode", "description"}:
-            raise ValueError(f"field {obj.get('name')!r}: expected name/type/mode/description, got {sorted(keys)}")
+            raise ValueError(
+                f"field {obj.get('name')!r}: expected name/type/mode/description, got {sorted(keys)}"
+            )
         return cls(
             name=str(obj["name"]),
             type=str(obj["type"]),
@@ -147,11 +151,15 @@ class TableSpec:
             raise ValueError(f"table {self.name}: primary key {self.primary_key!r} must be a REQUIRED column")
         part = by_name.get(self.partition_field)
         if part is None or part.type != "TIMESTAMP" or part.repeated:
-            raise ValueError(f"table {self.name}: partition field {self.partition_field!r} must be a TIMESTAMP column")
+            raise ValueError(
+                f"table {self.name}: partition field {self.partition_field!r} must be a TIMESTAMP column"
+            )
         if self.partition_type != "DAY":
             raise ValueError(f"table {self.name}: only DAY partitioning is supported")
         if not 1 <= len(self.cluster_fields) <= 4 or any(c not in by_name for c in self.cluster_fields):
-            raise ValueError(f"table {self.name}: 1 to 4 existing cluster fields needed, got {self.cluster_fields}")
+            raise ValueError(
+                f"table {self.name}: 1 to 4 existing cluster fields needed, got {self.cluster_fields}"
+            )
 
     @property
     def column_names(self) -> list[str]:

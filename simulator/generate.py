@@ -32,12 +32,8 @@ def _aware_datetime(text: str) -> datetime:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface; defaults are those of ``GeneratorConfig``."""
     d = GeneratorConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m simulator.generate", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--num-events", type=int, default=d.num_events, help="records to emit, all kinds"
-    )
+    p = argparse.ArgumentParser(prog="python -m simulator.generate", description=__doc__.split("\n")[0])
+    p.add_argument("--num-events", type=int, default=d.num_events, help="records to emit, all kinds")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--accounts", type=int, default=d.accounts)
     p.add_argument("--out", type=Path, required=True, help="JSON-lines file to write")

@@ -30,7 +30,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from itertools import accumulate, pairwise
 from typing import Any
@@ -126,7 +126,7 @@ _UTC_SUFFIX_RATE = 0.85
 _SAME_CARD_COUNTRY_RATE = 0.90
 _DOMESTIC_MERCHANT_RATE = 0.85
 _LOCAL_CURRENCY_RATE = 0.85
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_EVENTS_FOR_ALL_KINDS = 200
 
 # --------------------------------------------------------------------------- reference data
@@ -235,7 +235,7 @@ class GeneratorConfig:
     num_events: int = 3000
     accounts: int = 500
     seed: int = 42
-    start: datetime = datetime(2026, 11, 24, 10, 0, 0, tzinfo=timezone.utc)
+    start: datetime = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
     duplicate_rate: float = 0.05
     malformed_rate: float = 0.01
     late_rate: float = 0.01
@@ -736,9 +736,7 @@ def _malformed(
     if kind == "json_array":
         return b"[" + _dumps(obj) + b"]", time_us
     if kind == "missing_field":
-        dropped = rng.choice(
-            ("account_id", "amount", "currency", "card_number", "merchant_id", "event_time")
-        )
+        dropped = rng.choice(("account_id", "amount", "currency", "card_number", "merchant_id", "event_time"))
         del obj[dropped]
         return _dumps(obj), None if dropped == "event_time" else time_us
     if kind == "bad_luhn":
@@ -915,9 +913,7 @@ def _malformed_records(
         yield t_ms + rng.randint(0, _JITTER_MS), rec, obj
 
 
-def _with_duplicates(
-    rng: random.Random, base: list[SimRecord], count: int
-) -> tuple[list[SimRecord], int]:
+def _with_duplicates(rng: random.Random, base: list[SimRecord], count: int) -> tuple[list[SimRecord], int]:
     """``base`` with byte-identical copies of ``count`` valid records, 1 to 8 places later."""
     valid_positions = [p for p, rec in enumerate(base) if rec.kind == "valid"]
     after: dict[int, list[SimRecord]] = {}
@@ -992,9 +988,7 @@ def generate(config: GeneratorConfig) -> tuple[list[SimRecord], GroundTruth]:
             if f in fields:
                 pii[f].add(fields[f])
     ordered.sort(key=lambda item: (item[0], item[1]))
-    records, n_duplicated = _with_duplicates(
-        stream("duplicates"), [r for _, _, r in ordered], n_dup
-    )
+    records, n_duplicated = _with_duplicates(stream("duplicates"), [r for _, _, r in ordered], n_dup)
 
     for a in sorted(emitted_accounts):
         account = accounts[a]

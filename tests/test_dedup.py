@@ -20,10 +20,19 @@ T0 = 1_795_514_400_000_000
 
 def txn(tid: str, at_s: int = 0, amount: int = 1000, offset: int = 0) -> Transaction:
     return Transaction(
-        transaction_id=tid, account_id="acct-1", amount_minor=amount, currency="USD",
-        card_number="4111111111111111", email="jane@example.com", phone="+1-555-867-5309",
-        merchant_id="m-1", merchant_category="5411", country="US", card_country="US",
-        event_time_us=T0 + at_s * 1_000_000, source=SourceRef("payments", 0, offset),
+        transaction_id=tid,
+        account_id="acct-1",
+        amount_minor=amount,
+        currency="USD",
+        card_number="4111111111111111",
+        email="jane@example.com",
+        phone="+1-555-867-5309",
+        merchant_id="m-1",
+        merchant_category="5411",
+        country="US",
+        card_country="US",
+        event_time_us=T0 + at_s * 1_000_000,
+        source=SourceRef("payments", 0, offset),
         fingerprint=f"{tid}:{amount}",
     )
 
@@ -33,14 +42,25 @@ def stamped(t: Transaction) -> TimestampedValue:
 
 
 def test_exact_duplicates_are_dropped_and_conflicts_dead_lettered() -> None:
-    rows = [txn("t1", offset=1), txn("t1", offset=2), txn("t2", offset=3), txn("t1", offset=4),
-            txn("t3", offset=5), txn("t3", amount=999, offset=6)]
+    rows = [
+        txn("t1", offset=1),
+        txn("t1", offset=2),
+        txn("t2", offset=3),
+        txn("t1", offset=4),
+        txn("t3", offset=5),
+        txn("t3", amount=999, offset=6),
+    ]
     with TestPipeline() as p:
         out = p | beam.Create(rows) | beam.Map(stamped) | DeduplicateTransactions()
         ids = out.unique | "Ids" >> beam.Map(lambda t: t.transaction_id)
         dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
-            lambda d: (d.reason, d.transaction_id, "4111111111111111" in d.masked_payload,
-                       "jane@example.com" in d.masked_payload))
+            lambda d: (
+                d.reason,
+                d.transaction_id,
+                "4111111111111111" in d.masked_payload,
+                "jane@example.com" in d.masked_payload,
+            )
+        )
         assert_that(ids, equal_to(["t1", "t2", "t3"]), label="unique")
         assert_that(dead, equal_to([("conflicting_duplicate", "t3", False, False)]), label="dead")
 

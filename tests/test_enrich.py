@@ -17,13 +17,30 @@ from transforms.enrich import HISTORY_SIZE, AccountHistory, EnrichFeatures, feat
 T0 = 1_795_514_400_000_000  # 10:00 UTC
 
 
-def txn(tid: str, at_s: float, amount: int, account: str = "a", mcc: str = "5411",
-        card_country: str | None = "US", country: str = "US") -> MaskedTransaction:
+def txn(
+    tid: str,
+    at_s: float,
+    amount: int,
+    account: str = "a",
+    mcc: str = "5411",
+    card_country: str | None = "US",
+    country: str = "US",
+) -> MaskedTransaction:
     return MaskedTransaction(
-        transaction_id=tid, account_id=account, amount_minor=amount, currency="USD",
-        card_masked="****-****-****-1111", card_token="c", email_masked="ja****@example.com",
-        email_token="e", phone_masked="1-555-****", merchant_id="m-1", merchant_category=mcc,
-        country=country, card_country=card_country, event_time_us=T0 + int(at_s * 1_000_000),
+        transaction_id=tid,
+        account_id=account,
+        amount_minor=amount,
+        currency="USD",
+        card_masked="****-****-****-1111",
+        card_token="c",
+        email_masked="ja****@example.com",
+        email_token="e",
+        phone_masked="1-555-****",
+        merchant_id="m-1",
+        merchant_category=mcc,
+        country=country,
+        card_country=card_country,
+        event_time_us=T0 + int(at_s * 1_000_000),
         source=SourceRef("payments", 0, 0),
     )
 
@@ -56,19 +73,27 @@ def _run(rows: list) -> list:
     out: list = []
     with TestPipeline() as p:
         result = (
-            p | beam.Create(rows)
+            p
+            | beam.Create(rows)
             | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
             | EnrichFeatures()
-            | beam.Map(lambda e: (e.txn.transaction_id, e.amount_to_recent_mean, e.recent_txn_count,
-                                  e.seconds_since_prev_txn))
+            | beam.Map(
+                lambda e: (
+                    e.txn.transaction_id,
+                    e.amount_to_recent_mean,
+                    e.recent_txn_count,
+                    e.seconds_since_prev_txn,
+                )
+            )
         )
         expected = []
         by_account: dict = {}
         for t in sorted(rows, key=lambda t: (t.event_time_us, t.transaction_id)):
             h = by_account.setdefault(t.account_id, AccountHistory())
             f = features(t, h)
-            expected.append((t.transaction_id, f.amount_to_recent_mean, f.recent_txn_count,
-                             f.seconds_since_prev_txn))
+            expected.append(
+                (t.transaction_id, f.amount_to_recent_mean, f.recent_txn_count, f.seconds_since_prev_txn)
+            )
             h.push(t)
         assert_that(result, equal_to(expected))
         out.extend(expected)
@@ -77,8 +102,11 @@ def _run(rows: list) -> list:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_features_follow_event_time_not_arrival_order(seed: int) -> None:
-    rows = [txn(f"{acct}-{i}", i * 37 + (5 if acct == "b" else 0), 500 + 100 * i, account=acct)
-            for acct in ("a", "b") for i in range(8)]
+    rows = [
+        txn(f"{acct}-{i}", i * 37 + (5 if acct == "b" else 0), 500 + 100 * i, account=acct)
+        for acct in ("a", "b")
+        for i in range(8)
+    ]
     random.Random(seed).shuffle(rows)
     expected = _run(rows)
     assert expected[0][1] is None  # sanity: the reference saw a first payment

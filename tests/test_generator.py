@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from simulator.generator import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW_US = 60_000_000
 JITTER_US = 2_000_000
 DAY_US = 86_400_000_000
@@ -248,9 +248,7 @@ def check_invariants(config: GeneratorConfig, records: list[SimRecord], truth: G
         assert rec.burst_id is None and not rec.late
         leaked = [v for f in PII_FIELDS for v in truth.pii[f] if v.encode() in rec.payload]
         assert any("@" in v for v in leaked) and any(len(v) >= 15 for v in leaked)
-    kinds_allowed = set(MALFORMED_KINDS) - (
-        {"oversized"} if not config.include_oversized else set()
-    )
+    kinds_allowed = set(MALFORMED_KINDS) - ({"oversized"} if not config.include_oversized else set())
     assert {r.malformed_kind for r in malformed} <= kinds_allowed
     assert sum(r.malformed_kind == "oversized" for r in malformed) <= 1
     if config.num_events >= 200 and config.malformed_rate > 0:
@@ -278,8 +276,7 @@ def check_invariants(config: GeneratorConfig, records: list[SimRecord], truth: G
             assert {txn for _, txn in rows[lo : hi + 1]} <= members
         others = [t for t, txn in rows if txn not in members]
         assert all(
-            t < burst.first_time_us - BURST_ISOLATION_US
-            or t > burst.last_time_us + BURST_ISOLATION_US
+            t < burst.first_time_us - BURST_ISOLATION_US or t > burst.last_time_us + BURST_ISOLATION_US
             for t in others
         )
         assert all(b - a >= NORMAL_MIN_GAP_US for a, b in itertools.pairwise(others))
@@ -335,9 +332,7 @@ def test_luhn_known_values() -> None:
 
 
 @given(st.text(alphabet="0123456789", min_size=1, max_size=20), st.data())
-def test_luhn_complete_is_valid_and_single_digit_errors_are_caught(
-    prefix: str, data: st.DataObject
-) -> None:
+def test_luhn_complete_is_valid_and_single_digit_errors_are_caught(prefix: str, data: st.DataObject) -> None:
     card = luhn_complete(prefix)
     assert card.startswith(prefix) and len(card) == len(prefix) + 1
     assert luhn_valid(card)
@@ -428,11 +423,7 @@ def test_default_run_looks_realistic(default_run: tuple[list[SimRecord], GroundT
         else "other"
         for o in objs
     )
-    assert (
-        brands["other"] == 0
-        and brands["visa"] > brands["amex"] > 0
-        and brands["mc"] > brands["long"] > 0
-    )
+    assert brands["other"] == 0 and brands["visa"] > brands["amex"] > 0 and brands["mc"] > brands["long"] > 0
     assert {o["currency"] for o in objs} == set(CURRENCIES)
     accounts = {o["account_id"] for o in objs}
     assert len(accounts) > 400  # 500 accounts, most of them active

@@ -73,7 +73,7 @@ def test_mask_phone(raw: str, masked: str) -> None:
 
 
 def test_mask_text_scrubs_cards_cvvs_and_emails() -> None:
-    text = 'garbage 4111-1111-1111-1111 cvv=123 mail jane.doe@example.com ok 12'
+    text = "garbage 4111-1111-1111-1111 cvv=123 mail jane.doe@example.com ok 12"
     out = mask_text(text)
     assert "4111-1111-1111" not in out and out.count("1111") == 1
     assert "123" not in out
@@ -83,9 +83,14 @@ def test_mask_text_scrubs_cards_cvvs_and_emails() -> None:
 
 def test_mask_record_drops_cvv_and_keeps_message_fields() -> None:
     record = {
-        "transaction_id": "txn-1", "amount": "12.50", "event_time": "2026-11-24T10:00:00Z",
-        "card_number": "4111111111111111", "cvv": "123", "email": "jane@example.com",
-        "phone": "+1-555-867-5309", "note": "card 5555555555554444",
+        "transaction_id": "txn-1",
+        "amount": "12.50",
+        "event_time": "2026-11-24T10:00:00Z",
+        "card_number": "4111111111111111",
+        "cvv": "123",
+        "email": "jane@example.com",
+        "phone": "+1-555-867-5309",
+        "note": "card 5555555555554444",
     }
     out = mask_record(record)
     assert "cvv" not in out
@@ -140,6 +145,7 @@ def test_maskpii_needs_exactly_one_key_source() -> None:
 
 # --- properties -------------------------------------------------------------------------
 
+
 def _luhn_complete(prefix: str) -> str:
     for d in "0123456789":
         if luhn_valid(prefix + d):
@@ -147,19 +153,31 @@ def _luhn_complete(prefix: str) -> str:
     raise AssertionError("unreachable")
 
 
-cards = st.integers(min_value=11, max_value=18).flatmap(
-    lambda n: st.text("0123456789", min_size=n, max_size=n)
-).map(_luhn_complete)
+cards = (
+    st.integers(min_value=11, max_value=18)
+    .flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n))
+    .map(_luhn_complete)
+)
 emails = st.from_regex(r"[a-z][a-z0-9.]{0,15}@[a-z]{2,10}\.(com|org|net)", fullmatch=True)
 phones = st.from_regex(r"\+[1-9]\d{0,2}-\d{2,3}-\d{3}-\d{4}", fullmatch=True)
 
 
 def _txn(card: str, email: str, phone: str) -> Transaction:
     return Transaction(
-        transaction_id="txn-1", account_id="acct-1", amount_minor=1250, currency="USD",
-        card_number=card, email=email, phone=phone, merchant_id="m-1", merchant_category="5411",
-        country="US", card_country="GB", event_time_us=1_795_514_400_000_000,
-        source=SourceRef("payments", 3, 42, "acct-1"), fingerprint="f",
+        transaction_id="txn-1",
+        account_id="acct-1",
+        amount_minor=1250,
+        currency="USD",
+        card_number=card,
+        email=email,
+        phone=phone,
+        merchant_id="m-1",
+        merchant_category="5411",
+        country="US",
+        card_country="GB",
+        event_time_us=1_795_514_400_000_000,
+        source=SourceRef("payments", 3, 42, "acct-1"),
+        fingerprint="f",
     )
 
 
@@ -176,8 +194,18 @@ def test_masked_transaction_keeps_only_last_four_and_no_pii(card: str, email: st
     assert masked.card_masked == "****-****-****-" + card[-4:]
     # every non-PII field is unchanged
     txn = _txn(card, email, phone)
-    for name in ("transaction_id", "account_id", "amount_minor", "currency", "merchant_id",
-                 "merchant_category", "country", "card_country", "event_time_us", "source"):
+    for name in (
+        "transaction_id",
+        "account_id",
+        "amount_minor",
+        "currency",
+        "merchant_id",
+        "merchant_category",
+        "country",
+        "card_country",
+        "event_time_us",
+        "source",
+    ):
         assert getattr(masked, name) == getattr(txn, name)
 
 
@@ -201,6 +229,7 @@ def test_mask_text_never_leaves_a_card(card: str, junk: str) -> None:
 
 
 # --- the composite ------------------------------------------------------------------------
+
 
 def test_maskpii_composite() -> None:
     txns = [_txn("4111111111111111", "jane@example.com", "+1-555-867-5309")]

@@ -29,10 +29,19 @@ SRC = SourceRef("payments", 2, 17, "acct-1")
 
 def good(**overrides: Any) -> Dict[str, Any]:
     msg: Dict[str, Any] = {
-        "transaction_id": "txn-0001", "account_id": "acct-1", "amount": "12.50", "currency": "USD",
-        "card_number": "4111111111111111", "cvv": "123", "email": "jane@example.com",
-        "phone": "+1-555-867-5309", "merchant_id": "m-1", "merchant_category": "5411",
-        "country": "US", "card_country": "GB", "event_time": "2026-11-24T10:00:05.250Z",
+        "transaction_id": "txn-0001",
+        "account_id": "acct-1",
+        "amount": "12.50",
+        "currency": "USD",
+        "card_number": "4111111111111111",
+        "cvv": "123",
+        "email": "jane@example.com",
+        "phone": "+1-555-867-5309",
+        "merchant_id": "m-1",
+        "merchant_category": "5411",
+        "country": "US",
+        "card_country": "GB",
+        "event_time": "2026-11-24T10:00:05.250Z",
     }
     msg.update(overrides)
     return {k: v for k, v in msg.items() if v is not ...}
@@ -127,7 +136,9 @@ def test_arbitrary_bytes_never_raise_anything_but_parse_error(data: bytes) -> No
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -153,15 +164,22 @@ def test_composite_routes_good_and_bad() -> None:
         ids = out.transactions | "Ids" >> beam.Map(lambda t: t.transaction_id)
         stamps = out.transactions | "Stamps" >> beam.ParDo(_Stamp())
         dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
-            lambda d: (d.reason, d.source.partition, d.source.offset, d.transaction_id,
-                       "4111111111111111" in d.masked_payload, "123" in d.masked_payload)
+            lambda d: (
+                d.reason,
+                d.source.partition,
+                d.source.offset,
+                d.transaction_id,
+                "4111111111111111" in d.masked_payload,
+                "123" in d.masked_payload,
+            )
         )
         assert_that(ids, equal_to(["txn-0001"]), label="valid")
         assert_that(stamps, equal_to([1_795_514_405_250_000]), label="event-time")
         assert_that(
             dead,
-            equal_to([("invalid_json", 0, 2, None, False, False),
-                      ("invalid_amount", 1, 9, "txn-2", False, False)]),
+            equal_to(
+                [("invalid_json", 0, 2, None, False, False), ("invalid_amount", 1, 9, "txn-2", False, False)]
+            ),
             label="dead",
         )
 

@@ -64,8 +64,9 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The README's first command, exactly: no options at all."""
     cwd = str(tmp_path_factory.mktemp("default"))
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "beam_pipeline"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline"], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The default writes no JSON summary; run the scorer on the printed one and the warehouse.
     warehouse = os.path.join(cwd, "paystream-out", "paystream.duckdb")
@@ -83,8 +84,11 @@ def test_default_run_prints_a_summary_matching_the_ground_truth(default_run: Run
     assert "paystream run summary" in out
     assert f"duplicates dropped  {truth.duplicates}\n" in out
     assert "MISMATCH" not in out
-    assert re.search(rf"bursts\s+{len(truth.bursts)} injected, {len(truth.bursts)} alerts, 0 missed, "
-                     r"0 alerted twice, 0 false", out), out
+    assert re.search(
+        rf"bursts\s+{len(truth.bursts)} injected, {len(truth.bursts)} alerts, 0 missed, "
+        r"0 alerted twice, 0 false",
+        out,
+    ), out
     assert "precision / recall  1.000 / 1.000" in out
     assert "paystream-out/paystream.duckdb" in out
 
@@ -97,15 +101,23 @@ def test_default_run_warehouse_matches_the_ground_truth(default_run: Run, truth:
         assert set(ids) == set(truth.valid_transaction_ids)  # nothing lost, nothing doubled
         reasons = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
         assert reasons == truth.malformed
-        assert conn.execute("SELECT count(*) FROM dead_letters WHERE message = '' OR reason = ''").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM dead_letters WHERE message = '' OR reason = ''").fetchone()[0]
+            == 0
+        )
         alerts = conn.execute("SELECT account_id, transaction_ids FROM fraud_velocity_alerts").fetchall()
         burst_accounts = sorted(b.account_id for b in truth.bursts)
         assert sorted(a for a, _ in alerts) == burst_accounts  # each burst once, no other account
         # independently of the labels: every alerted account really had 3 payments in 60 s
         for account, _ in alerts:
-            times = [r[0] for r in conn.execute(
-                "SELECT epoch_us(event_time) FROM payment_transactions WHERE account_id = ? "
-                "ORDER BY event_time", [account]).fetchall()]
+            times = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT epoch_us(event_time) FROM payment_transactions WHERE account_id = ? "
+                    "ORDER BY event_time",
+                    [account],
+                ).fetchall()
+            ]
             assert any(times[i + 2] - times[i] < 60_000_000 for i in range(len(times) - 2)), account
     finally:
         conn.close()
@@ -151,8 +163,20 @@ def test_no_pii_reaches_any_output_or_log(default_run: Run, truth: GroundTruth) 
 
 def test_file_source_contract_and_idempotent_rerun(tmp_path: Any) -> None:
     cwd = str(tmp_path)
-    proc = _run(["simulator.generate", "--num-events", "800", "--seed", "7", "--out", "events.jsonl",
-                 "--truth", "truth.json"], cwd)
+    proc = _run(
+        [
+            "simulator.generate",
+            "--num-events",
+            "800",
+            "--seed",
+            "7",
+            "--out",
+            "events.jsonl",
+            "--truth",
+            "truth.json",
+        ],
+        cwd,
+    )
     assert proc.returncode == 0, proc.stderr
     args = ["--source=file", "--input=events.jsonl", "--warehouse=duckdb:out.duckdb", "--truth=truth.json"]
     first = _pipeline(args, cwd)

@@ -207,7 +207,9 @@ _CREATE_TABLE = re.compile(
     r"PARTITION BY DATE\((\w+)\)\s*CLUSTER BY ([\w, ]+?)\s*OPTIONS\(description=" + _STR + r"\);",
     re.DOTALL,
 )
-_COLUMN = re.compile(r"^\s*(\w+)\s+(ARRAY<(\w+)>|\w+)(\s+NOT NULL)?\s+OPTIONS\(description=" + _STR + r"\),?\s*$")
+_COLUMN = re.compile(
+    r"^\s*(\w+)\s+(ARRAY<(\w+)>|\w+)(\s+NOT NULL)?\s+OPTIONS\(description=" + _STR + r"\),?\s*$"
+)
 _PK = re.compile(r"^\s*PRIMARY KEY \((\w+)\) NOT ENFORCED\s*$")
 _CREATE_VIEW = re.compile(
     r"CREATE OR REPLACE VIEW `\$\{project\}\.\$\{dataset\}\.(\w+)`\s*OPTIONS\(description="
@@ -237,7 +239,9 @@ def parse_schema_sql(text: str) -> dict[str, dict[str, Any]]:
                 assert not not_null, f"{name}.{col}: ARRAY columns cannot be NOT NULL"
                 columns.append((col, _SQL_TYPES[element], "REPEATED", _unescape(desc)))
             else:
-                columns.append((col, _SQL_TYPES[sql_type], "REQUIRED" if not_null else "NULLABLE", _unescape(desc)))
+                columns.append(
+                    (col, _SQL_TYPES[sql_type], "REQUIRED" if not_null else "NULLABLE", _unescape(desc))
+                )
         tables[name] = {
             "columns": columns,
             "primary_key": pk,
@@ -255,7 +259,9 @@ def test_schema_sql_tables_match_json_files() -> None:
     assert len(re.findall(r"^CREATE TABLE", text, re.MULTILINE)) == len(parsed) == 3
     assert list(parsed) == TABLE_NAMES
     for name, table in parsed.items():
-        assert table["columns"] == [(f["name"], f["type"], f["mode"], f["description"]) for f in load_json_fields(name)]
+        assert table["columns"] == [
+            (f["name"], f["type"], f["mode"], f["description"]) for f in load_json_fields(name)
+        ]
         pk, part, cluster = LAYOUT[name]
         assert (table["primary_key"], table["partition"], table["cluster"]) == (pk, part, cluster)
         assert table["description"] == TABLES[name].description
@@ -295,7 +301,8 @@ def test_render_schema_sql_fills_every_placeholder() -> None:
 
 def test_view_bodies_are_portable() -> None:
     bigquery_only = re.compile(
-        r"\b(TIMESTAMP_SUB|TIMESTAMP_ADD|DATE_SUB|SAFE_DIVIDE|FORMAT_TIMESTAMP|EXTRACT|IFNULL|QUALIFY)\b", re.I
+        r"\b(TIMESTAMP_SUB|TIMESTAMP_ADD|DATE_SUB|SAFE_DIVIDE|FORMAT_TIMESTAMP|EXTRACT|IFNULL|QUALIFY)\b",
+        re.I,
     )
     for name, body in analysis_views().items():
         assert body.lstrip().upper().startswith("SELECT"), name
@@ -458,7 +465,9 @@ def validator() -> jsonschema.protocols.Validator:
     schema = payment_message_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def test_message_schema_is_documented() -> None:
@@ -608,10 +617,14 @@ def test_timestamp_conversions() -> None:
         us_to_rfc3339(10**18)  # past year 9999
 
 
-@given(st.integers(min_value=us(datetime(1, 1, 2, tzinfo=UTC)), max_value=us(datetime(9999, 12, 30, tzinfo=UTC))))
+@given(
+    st.integers(min_value=us(datetime(1, 1, 2, tzinfo=UTC)), max_value=us(datetime(9999, 12, 30, tzinfo=UTC)))
+)
 def test_timestamp_round_trip(value: int) -> None:
     text = us_to_rfc3339(value)
-    assert text == (EPOCH + timedelta(microseconds=value)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert text == (EPOCH + timedelta(microseconds=value)).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z"
+    )
     assert rfc3339_to_us(text) == value
 
 
@@ -735,9 +748,9 @@ def test_transaction_row() -> None:
     first = transaction_row(first_txn("t1", "acct-1", 5, DAY1), 0)
     assert_row_conforms("payment_transactions", first)
     assert first["amount"] == "0.05"
-    assert [first[c] for c in ("card_country", "amount_to_recent_mean", "seconds_since_prev_txn", "cross_border")] == [
-        None
-    ] * 4
+    assert [
+        first[c] for c in ("card_country", "amount_to_recent_mean", "seconds_since_prev_txn", "cross_border")
+    ] == [None] * 4
     assert first["recent_txn_count"] == 0
     with pytest.raises(ValueError):
         transaction_row(e._replace(amount_to_recent_mean=float("nan")), 0)
@@ -747,7 +760,10 @@ def test_alert_and_dead_letter_rows() -> None:
     a = alert_row(alert("al-1", "acct-1", DAY1), us(DAY1) + 90_000_000)
     assert_row_conforms("fraud_velocity_alerts", a)
     assert a["transaction_ids"] == ["al-1-a", "al-1-b", "al-1-c"]
-    assert (a["window_start"], a["window_end"]) == ("2026-11-24T00:00:00.000000Z", "2026-11-24T00:01:00.000000Z")
+    assert (a["window_start"], a["window_end"]) == (
+        "2026-11-24T00:00:00.000000Z",
+        "2026-11-24T00:01:00.000000Z",
+    )
     assert a["crossing_txn_time"] == "2026-11-24T00:00:30.500000Z"
     d = dead_letter_row(dead("dl-1", "parse", "SchemaError"), us(DAY1))
     assert_row_conforms("dead_letters", d)
@@ -847,7 +863,9 @@ def test_duckdb_warehouse_end_to_end(tmp_path: Path) -> None:
     assert ids == ["al-1-a", "al-1-b", "al-1-c"]
     assert window_start == EPOCH + timedelta(microseconds=us(now - timedelta(hours=1)))
 
-    top = con.execute("SELECT account_id, alert_count, max_window_count FROM v_top_fraud_accounts_24h").fetchall()
+    top = con.execute(
+        "SELECT account_id, alert_count, max_window_count FROM v_top_fraud_accounts_24h"
+    ).fetchall()
     assert top == [("acct-1", 2, 4), ("acct-2", 1, 4)]
 
     dedup = con.execute("SELECT * FROM v_dedup_ratio").fetchall()

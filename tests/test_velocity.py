@@ -27,15 +27,26 @@ RULE = VelocityRule()
 
 def txn(account: str, at_s: float, n: int) -> MaskedTransaction:
     return MaskedTransaction(
-        transaction_id=f"{account}-{n}", account_id=account, amount_minor=1000, currency="USD",
-        card_masked="****-****-****-1111", card_token="c", email_masked="ja****@example.com",
-        email_token="e", phone_masked="1-555-****", merchant_id="m-1", merchant_category="5411",
-        country="US", card_country="US", event_time_us=int((T0 + at_s) * US),
+        transaction_id=f"{account}-{n}",
+        account_id=account,
+        amount_minor=1000,
+        currency="USD",
+        card_masked="****-****-****-1111",
+        card_token="c",
+        email_masked="ja****@example.com",
+        email_token="e",
+        phone_masked="1-555-****",
+        merchant_id="m-1",
+        merchant_category="5411",
+        country="US",
+        card_country="US",
+        event_time_us=int((T0 + at_s) * US),
         source=SourceRef("payments", 0, n),
     )
 
 
 # --- plain window arithmetic --------------------------------------------------------------
+
 
 def test_window_starts_match_beam() -> None:
     from apache_beam.transforms.window import SlidingWindows
@@ -43,8 +54,9 @@ def test_window_starts_match_beam() -> None:
     fn = SlidingWindows(60, 5)
     for at in (0.0, 4.999, 5.0, 59.5, 61.25):
         t = int((T0 + at) * US)
-        beam_starts = sorted(w.start.micros for w in fn.assign(
-            SlidingWindows.AssignContext(Timestamp(micros=t))))
+        beam_starts = sorted(
+            w.start.micros for w in fn.assign(SlidingWindows.AssignContext(Timestamp(micros=t)))
+        )
         assert sorted(window_starts(t, 60 * US, 5 * US)) == beam_starts
         assert len(beam_starts) == 12
 
@@ -63,7 +75,7 @@ def _panes(times: Sequence[float], account: str = "a") -> List[WindowCount]:
 def _alerts_for(times: Sequence[float], order: Optional[Iterable[int]] = None) -> List[FraudAlert]:
     tracker = BurstTracker()
     panes = _panes(times)
-    for i in (order if order is not None else range(len(panes))):
+    for i in order if order is not None else range(len(panes)):
         tracker.observe(panes[i])
     alerts, _ = tracker.evaluate("a", RULE, 2**62)
     return alerts
@@ -98,8 +110,14 @@ def test_burst_rule(times: List[float], n_alerts: int) -> None:
 def test_alert_id_does_not_depend_on_pane_order() -> None:
     times = [0, 3, 7, 11, 50]
     n = len(_panes(times))
-    ids = {tuple(a.alert_id for a in _alerts_for(times, order)) for order in
-           (range(n), reversed(range(n)), [i for i in range(n) if i % 2] + [i for i in range(n) if not i % 2])}
+    ids = {
+        tuple(a.alert_id for a in _alerts_for(times, order))
+        for order in (
+            range(n),
+            reversed(range(n)),
+            [i for i in range(n) if i % 2] + [i for i in range(n) if not i % 2],
+        )
+    }
     assert len(ids) == 1 and len(next(iter(ids))) == 1
 
 
@@ -126,12 +144,18 @@ def test_waits_for_the_watermark_to_pass_the_crossing() -> None:
 
 
 def test_rule_validation() -> None:
-    for bad in (dict(threshold=1), dict(size_s=60, period_s=7), dict(period_s=0), dict(allowed_lateness_s=-1)):
+    for bad in (
+        dict(threshold=1),
+        dict(size_s=60, period_s=7),
+        dict(period_s=0),
+        dict(allowed_lateness_s=-1),
+    ):
         with pytest.raises(ValueError):
             VelocityFraud(**bad)  # type: ignore[arg-type]
 
 
 # --- the composite in batch ---------------------------------------------------------------
+
 
 def test_batch_alerts() -> None:
     txns = [txn("a", t, i) for i, t in enumerate([0, 10, 20, 300, 305, 310])] + [
@@ -139,7 +163,8 @@ def test_batch_alerts() -> None:
     ]
     with TestPipeline() as p:
         alerts = (
-            p | beam.Create(txns)
+            p
+            | beam.Create(txns)
             | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
             | VelocityFraud()
             | beam.Map(lambda a: (a.account_id, a.transaction_ids))
@@ -148,6 +173,7 @@ def test_batch_alerts() -> None:
 
 
 # --- the composite in streaming, with TestStream ------------------------------------------
+
 
 class _WithTimestamp(beam.DoFn):
     def process(self, alert, timestamp=beam.DoFn.TimestampParam):  # type: ignore[no-untyped-def]
@@ -165,8 +191,9 @@ def _stream(events: List[Tuple[str, object]]) -> TestStream:
     return stream.advance_watermark_to_infinity()
 
 
-def _run_stream(events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]],
-                check_ts: bool = False) -> None:
+def _run_stream(
+    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]], check_ts: bool = False
+) -> None:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
@@ -175,8 +202,11 @@ def _run_stream(events: List[Tuple[str, object]], expected: List[Tuple[str, Tupl
         if check_ts:
             # The alert is emitted when the watermark passes the crossing payment (early
             # firing), not when a window closes: its timestamp is the crossing time.
-            assert_that(out | "Ts" >> beam.Map(lambda a: a[3]),
-                        equal_to([(T0 + 20) * US]), label="emitted-at-crossing")
+            assert_that(
+                out | "Ts" >> beam.Map(lambda a: a[3]),
+                equal_to([(T0 + 20) * US]),
+                label="emitted-at-crossing",
+            )
 
 
 START = [("watermark", -60)]
@@ -186,38 +216,87 @@ START = [("watermark", -60)]
     "events, expected",
     [
         pytest.param(
-            START + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("add", txn("a", 20, 2)),
-                     ("watermark", 21)],
-            [("a", ("a-0", "a-1", "a-2"))], id="burst-inside-one-window"),
+            START
+            + [
+                ("add", txn("a", 0, 0)),
+                ("add", txn("a", 10, 1)),
+                ("add", txn("a", 20, 2)),
+                ("watermark", 21),
+            ],
+            [("a", ("a-0", "a-1", "a-2"))],
+            id="burst-inside-one-window",
+        ),
         pytest.param(
-            START + [("add", txn("a", 58, 0)), ("add", txn("a", 62, 1)), ("add", txn("a", 66, 2)),
-                     ("watermark", 200)],
-            [("a", ("a-0", "a-1", "a-2"))], id="burst-across-window-edge"),
+            START
+            + [
+                ("add", txn("a", 58, 0)),
+                ("add", txn("a", 62, 1)),
+                ("add", txn("a", 66, 2)),
+                ("watermark", 200),
+            ],
+            [("a", ("a-0", "a-1", "a-2"))],
+            id="burst-across-window-edge",
+        ),
         pytest.param(
-            START + [("add", txn("a", 20, 2)), ("add", txn("a", 0, 0)), ("watermark", 5),
-                     ("add", txn("a", 10, 1)), ("watermark", 200)],
-            [("a", ("a-0", "a-1", "a-2"))], id="out-of-order"),
+            START
+            + [
+                ("add", txn("a", 20, 2)),
+                ("add", txn("a", 0, 0)),
+                ("watermark", 5),
+                ("add", txn("a", 10, 1)),
+                ("watermark", 200),
+            ],
+            [("a", ("a-0", "a-1", "a-2"))],
+            id="out-of-order",
+        ),
         pytest.param(
-            START + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("watermark", 65),
-                     ("add", txn("a", 20, 2)), ("watermark", 200)],
-            [("a", ("a-0", "a-1", "a-2"))], id="late-within-allowed-lateness"),
+            START
+            + [
+                ("add", txn("a", 0, 0)),
+                ("add", txn("a", 10, 1)),
+                ("watermark", 65),
+                ("add", txn("a", 20, 2)),
+                ("watermark", 200),
+            ],
+            [("a", ("a-0", "a-1", "a-2"))],
+            id="late-within-allowed-lateness",
+        ),
         pytest.param(
-            START + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("watermark", 200),
-                     ("add", txn("a", 20, 2)), ("watermark", 400)],
-            [], id="late-after-allowed-lateness"),
+            START
+            + [
+                ("add", txn("a", 0, 0)),
+                ("add", txn("a", 10, 1)),
+                ("watermark", 200),
+                ("add", txn("a", 20, 2)),
+                ("watermark", 400),
+            ],
+            [],
+            id="late-after-allowed-lateness",
+        ),
         pytest.param(
-            START + [("add", txn("a", t, i)) for i, t in enumerate([0, 5, 10, 15, 20, 25])]
+            START
+            + [("add", txn("a", t, i)) for i, t in enumerate([0, 5, 10, 15, 20, 25])]
             + [("watermark", 26), ("add", txn("b", 30, 0)), ("watermark", 500)],
-            [("a", ("a-0", "a-1", "a-2"))], id="burst-of-six-one-alert"),
+            [("a", ("a-0", "a-1", "a-2"))],
+            id="burst-of-six-one-alert",
+        ),
     ],
 )
-def test_stream_scenarios(events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]]) -> None:
+def test_stream_scenarios(
+    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]]
+) -> None:
     _run_stream(events, expected)
 
 
 def test_stream_alert_fires_at_the_crossing_not_at_window_close() -> None:
-    events = START + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("add", txn("a", 20, 2)),
-                      ("watermark", 21), ("add", txn("a", 40, 3)), ("watermark", 300)]
+    events = START + [
+        ("add", txn("a", 0, 0)),
+        ("add", txn("a", 10, 1)),
+        ("add", txn("a", 20, 2)),
+        ("watermark", 21),
+        ("add", txn("a", 40, 3)),
+        ("watermark", 300),
+    ]
     _run_stream(events, [("a", ("a-0", "a-1", "a-2"))], check_ts=True)
 
 
@@ -229,7 +308,9 @@ def test_stream_and_batch_give_the_same_alert_id() -> None:
     (batch_alert,) = batch_tracker.evaluate("a", RULE, 2**62)[0]
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    events = START + [("add", txn("a", t, i)) for i, t in reversed(list(enumerate(times)))] + [("watermark", 300)]
+    events = (
+        START + [("add", txn("a", t, i)) for i, t in reversed(list(enumerate(times)))] + [("watermark", 300)]
+    )
     with TestPipeline(options=options) as p:
         ids = p | _stream(events) | VelocityFraud() | beam.Map(lambda a: a.alert_id)
         assert_that(ids, equal_to([batch_alert.alert_id]))

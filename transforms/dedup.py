@@ -12,14 +12,14 @@ would hide a producer bug.
 from __future__ import annotations
 
 import json
-from typing import Iterable, Optional, Tuple
+from typing import Any, Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 
 from schemas.records import Transaction
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
@@ -58,9 +58,9 @@ class _DedupFn(beam.DoFn):
     def process(
         self,
         element: Tuple[str, Transaction],
-        timestamp: Timestamp = beam.DoFn.TimestampParam,
-        seen: ReadModifyWriteStateSpec = beam.DoFn.StateParam(SEEN),
-        expiry: TimerSpec = beam.DoFn.TimerParam(EXPIRY),
+        timestamp: Any = beam.DoFn.TimestampParam,
+        seen: Any = beam.DoFn.StateParam(SEEN),
+        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[object]:
         _, txn = element
         first: Optional[str] = seen.read()
@@ -86,7 +86,7 @@ class _DedupFn(beam.DoFn):
             )
 
     @on_timer(EXPIRY)
-    def expire(self, seen: ReadModifyWriteStateSpec = beam.DoFn.StateParam(SEEN)) -> None:
+    def expire(self, seen: Any = beam.DoFn.StateParam(SEEN)) -> None:
         seen.clear()
 
 
@@ -102,10 +102,8 @@ class DeduplicateTransactions(beam.PTransform):
     def expand(self, pcoll: beam.PCollection[Transaction]) -> beam.pvalue.DoOutputsTuple:
         return (
             pcoll
-            | "KeyByTransactionId" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
-                Tuple[str, Transaction]
-            )
-            | "KeepFirst" >> beam.ParDo(_DedupFn(self._horizon_s)).with_outputs(
-                DEAD_LETTER_TAG, main="unique"
-            )
+            | "KeyByTransactionId"
+            >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(Tuple[str, Transaction])
+            | "KeepFirst"
+            >> beam.ParDo(_DedupFn(self._horizon_s)).with_outputs(DEAD_LETTER_TAG, main="unique")
         )

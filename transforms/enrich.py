@@ -11,7 +11,7 @@ after ``history_ttl_s`` of event time without payments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -117,9 +117,9 @@ class _EnrichFn(beam.DoFn):
     def process(
         self,
         element: Tuple[str, MaskedTransaction],
-        buffer: BagStateSpec = beam.DoFn.StateParam(BUFFER),
-        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
-        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        timer_at: Any = beam.DoFn.StateParam(TIMER_AT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> None:
         _, txn = element
         buffer.add(txn)
@@ -131,11 +131,11 @@ class _EnrichFn(beam.DoFn):
     @on_timer(WAKE)
     def release(
         self,
-        fired_at: Timestamp = beam.DoFn.TimestampParam,
-        buffer: BagStateSpec = beam.DoFn.StateParam(BUFFER),
-        history_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(HISTORY),
-        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
-        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+        fired_at: Any = beam.DoFn.TimestampParam,
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        history_state: Any = beam.DoFn.StateParam(HISTORY),
+        timer_at: Any = beam.DoFn.StateParam(TIMER_AT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterable[EnrichedTransaction]:
         limit = fired_at.micros
         pending = sorted(buffer.read(), key=_order)
@@ -174,15 +174,11 @@ class EnrichFeatures(beam.PTransform):
             raise ValueError("history_ttl_s must be > 0")
         self._history_ttl_s = history_ttl_s
 
-    def expand(
-        self, pcoll: beam.PCollection[MaskedTransaction]
-    ) -> beam.PCollection[EnrichedTransaction]:
+    def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[EnrichedTransaction]:
         return (
             pcoll
-            | "KeyByAccount" >> beam.Map(lambda t: (t.account_id, t)).with_output_types(
-                Tuple[str, MaskedTransaction]
-            )
-            | "InEventTimeOrder" >> beam.ParDo(_EnrichFn(self._history_ttl_s)).with_output_types(
-                EnrichedTransaction
-            )
+            | "KeyByAccount"
+            >> beam.Map(lambda t: (t.account_id, t)).with_output_types(Tuple[str, MaskedTransaction])
+            | "InEventTimeOrder"
+            >> beam.ParDo(_EnrichFn(self._history_ttl_s)).with_output_types(EnrichedTransaction)
         )

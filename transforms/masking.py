@@ -48,14 +48,23 @@ _MASKED_PHONE_RE = re.compile(r"^[\d-]*\*{4}$")
 _DIGIT_GROUPS_RE = re.compile(r"\*{4}-\*{4}-\*{4}-\d{4}(?![ -]?\d)|\d(?:[ -]?\d)+")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+")
 # A CVV-like key and its value in free text ("cvv": "123", cvc=123): removed whole.
-_CVV_PAIR_RE = re.compile(r"""["']?\b(?:cvv2?|cvc2?|csc)\b["']?\s*[:=]\s*["']?[^"',}\s]*["']?\s*,?\s*""", re.I)
+_CVV_PAIR_RE = re.compile(
+    r"""["']?\b(?:cvv2?|cvc2?|csc)\b["']?\s*[:=]\s*["']?[^"',}\s]*["']?\s*,?\s*""", re.I
+)
 _PII_KEYS = {"card_number", "card", "pan", "cvv", "cvc", "cvv2", "email", "phone"}
 # Fields of the payment message that carry no PII: kept as they are in dead
 # letters (so an operator can find the payment), unless they hold a long digit
 # run that could be a card number.
 _SAFE_KEYS = {
-    "transaction_id", "account_id", "amount", "currency", "merchant_id",
-    "merchant_category", "country", "card_country", "event_time",
+    "transaction_id",
+    "account_id",
+    "amount",
+    "currency",
+    "merchant_id",
+    "merchant_category",
+    "country",
+    "card_country",
+    "event_time",
 }
 _LONG_DIGITS_RE = re.compile(r"\d(?:[ -]?\d){11,}")
 _MIN_KEY_BYTES = 16

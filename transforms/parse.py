@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.records import DeadLetter, SourceRef, Transaction
+from schemas.records import SourceRef, Transaction
 from transforms.codes import ISO_3166_ALPHA2, ISO_4217
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import masked_payload_text
@@ -67,7 +67,7 @@ _MCC_RE = re.compile(r"^\d{4}$")
 _LONG_DIGITS_RE = re.compile(r"\d{12,19}")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A raw payload and where it came from.
 RawPayload = Tuple[bytes, SourceRef]
@@ -228,8 +228,16 @@ def parse_payment(
 
     fingerprint = hashlib.sha256(
         "|".join(
-            (transaction_id, account_id, str(amount_minor), currency, merchant_id,
-             merchant_category, country, str(event_time_us))
+            (
+                transaction_id,
+                account_id,
+                str(amount_minor),
+                currency,
+                merchant_id,
+                merchant_category,
+                country,
+                str(event_time_us),
+            )
         ).encode()
     ).hexdigest()[:32]
     return Transaction(
@@ -257,9 +265,7 @@ class _ParseFn(beam.DoFn):
         self._parsed = Metrics.counter("paystream", "payments_parsed")
         self._bytes_in = Metrics.distribution("paystream", "payload_bytes")
 
-    def process(
-        self, element: RawPayload
-    ) -> Iterable[Union[TimestampedValue, beam.pvalue.TaggedOutput]]:
+    def process(self, element: RawPayload) -> Iterable[Union[TimestampedValue, beam.pvalue.TaggedOutput]]:
         raw, source = element
         self._payments_in.inc()
         bump("read")
@@ -272,9 +278,7 @@ class _ParseFn(beam.DoFn):
             yield self._dead_letter(err.reason, err.message, raw, source, err.transaction_id)
             return
         except Exception as err:  # a bug must not stop the stream: dead-letter it
-            _LOG.exception(
-                "parser failed on %s/%s/%s", source.topic, source.partition, source.offset
-            )
+            _LOG.exception("parser failed on %s/%s/%s", source.topic, source.partition, source.offset)
             yield self._dead_letter(
                 "internal_error", type(err).__name__, raw if isinstance(raw, bytes) else b"", source, None
             )

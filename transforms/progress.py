@@ -37,8 +37,9 @@ def reset() -> None:
 class Ticker:
     """Prints a progress line every ``interval_s`` while the block runs."""
 
-    def __init__(self, total: Optional[int] = None, interval_s: float = 1.0,
-                 stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, total: Optional[int] = None, interval_s: float = 1.0, stream: TextIO = sys.stderr
+    ) -> None:
         self._total = total
         self._interval_s = interval_s
         self._stream = stream
@@ -70,7 +71,7 @@ class Ticker:
             self._stream.write(("\r" + text) if self._tty else (text + "\n"))
             self._stream.flush()
 
-    def __enter__(self) -> "Ticker":
+    def __enter__(self) -> Ticker:
         reset()
         self._started = time.monotonic()
         self._thread.start()

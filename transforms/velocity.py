@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -92,7 +92,7 @@ class WindowCount(NamedTuple):
 
     start_us: int
     end_us: int
-    count: int
+    payments: int
     earliest: Tuple[TxnRef, ...]  # the ``threshold`` earliest payments in the window
 
 
@@ -115,17 +115,17 @@ class BurstTracker:
         """Record a pane; with accumulating panes the largest count is the latest."""
         self.max_end_us = max(self.max_end_us, pane.end_us)
         known = self.windows.get(pane.start_us)
-        if known is None or pane.count >= known.count:
+        if known is None or pane.payments >= known.payments:
             self.windows[pane.start_us] = pane
 
     def crossing_time_us(self, pane: WindowCount, rule: VelocityRule) -> Optional[int]:
-        if pane.count < rule.threshold or len(pane.earliest) < rule.threshold:
+        if pane.payments < rule.threshold or len(pane.earliest) < rule.threshold:
             return None
         return pane.earliest[rule.threshold - 1][0]
 
     def _runs(self, rule: VelocityRule) -> List[List[WindowCount]]:
         firing = sorted(
-            (w for w in self.windows.values() if w.count >= rule.threshold), key=lambda w: w.start_us
+            (w for w in self.windows.values() if w.payments >= rule.threshold), key=lambda w: w.start_us
         )
         runs: List[List[WindowCount]] = []
         for pane in firing:
@@ -146,13 +146,12 @@ class BurstTracker:
         alerts: List[FraudAlert] = []
         next_due: Optional[int] = None
         for run in self._runs(rule):
-            crossings = [
-                (self.crossing_time_us(w, rule) or 0, w.start_us, w) for w in run
-            ]
+            crossings = [(self.crossing_time_us(w, rule) or 0, w.start_us, w) for w in run]
             cross_us, _, crossing_pane = min(crossings, key=lambda c: (c[0], c[1]))
             first, last = run[0].start_us, run[-1].start_us
             touched = [
-                a for a in self.alerted
+                a
+                for a in self.alerted
                 if first <= a.last_start_us + rule.period_us and last >= a.first_start_us - rule.period_us
             ]
             if touched:
@@ -163,9 +162,7 @@ class BurstTracker:
             if cross_us > watermark_us:
                 next_due = cross_us if next_due is None else min(next_due, cross_us)
                 continue
-            alert_id = hashlib.sha256(
-                f"{account_id}|{rule.name}|{first}".encode()
-            ).hexdigest()[:32]
+            alert_id = hashlib.sha256(f"{account_id}|{rule.name}|{first}".encode()).hexdigest()[:32]
             self.alerted.append(_Alerted(first, last, alert_id))
             earliest = crossing_pane.earliest[: rule.threshold]
             alerts.append(
@@ -178,7 +175,7 @@ class BurstTracker:
                     window_end_us=run[0].end_us,
                     first_txn_time_us=min(w.earliest[0][0] for w in run),
                     crossing_txn_time_us=cross_us,
-                    max_window_count=max(w.count for w in run),
+                    max_window_count=max(w.payments for w in run),
                     transaction_ids=tuple(ref[1] for ref in earliest),
                 )
             )
@@ -204,16 +201,15 @@ class _WindowStatsFn(beam.CombineFn):
     def create_accumulator(self) -> Tuple[int, Tuple[TxnRef, ...]]:
         return (0, ())
 
-    def add_input(
-        self, acc: Tuple[int, Tuple[TxnRef, ...]], ref: TxnRef
-    ) -> Tuple[int, Tuple[TxnRef, ...]]:
+    def add_input(self, acc: Tuple[int, Tuple[TxnRef, ...]], ref: TxnRef) -> Tuple[int, Tuple[TxnRef, ...]]:
         count, earliest = acc
-        return (count + 1, tuple(sorted(earliest + (tuple(ref),))[: self._keep]))
+        merged: List[TxnRef] = sorted(earliest + ((ref[0], ref[1]),))
+        return (count + 1, tuple(merged[: self._keep]))
 
     def merge_accumulators(
         self, accs: Iterable[Tuple[int, Tuple[TxnRef, ...]]]
     ) -> Tuple[int, Tuple[TxnRef, ...]]:
-        total, merged = 0, []
+        total, merged = 0, []  # type: int, List[TxnRef]
         for count, earliest in accs:
             total += count
             merged.extend(earliest)
@@ -227,7 +223,7 @@ class _AttachWindowFn(beam.DoFn):
     def process(
         self,
         element: Tuple[str, Tuple[int, Tuple[TxnRef, ...]]],
-        window: windows.IntervalWindow = beam.DoFn.WindowParam,
+        window: Any = beam.DoFn.WindowParam,
     ) -> Iterable[Tuple[str, WindowCount]]:
         account_id, (count, earliest) = element
         yield account_id, WindowCount(window.start.micros, window.end.micros, count, earliest)
@@ -251,9 +247,9 @@ class _RaiseAlertsFn(beam.DoFn):
     def process(
         self,
         element: Tuple[str, WindowCount],
-        tracker_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TRACKER),
-        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
-        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+        tracker_state: Any = beam.DoFn.StateParam(TRACKER),
+        timer_at: Any = beam.DoFn.StateParam(TIMER_AT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> None:
         _, pane = element
         tracker: BurstTracker = tracker_state.read() or BurstTracker()
@@ -269,11 +265,11 @@ class _RaiseAlertsFn(beam.DoFn):
     @on_timer(WAKE)
     def check_runs(
         self,
-        key: str = beam.DoFn.KeyParam,
-        fired_at: Timestamp = beam.DoFn.TimestampParam,
-        tracker_state: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TRACKER),
-        timer_at: ReadModifyWriteStateSpec = beam.DoFn.StateParam(TIMER_AT),
-        wake: TimerSpec = beam.DoFn.TimerParam(WAKE),
+        key: Any = beam.DoFn.KeyParam,
+        fired_at: Any = beam.DoFn.TimestampParam,
+        tracker_state: Any = beam.DoFn.StateParam(TRACKER),
+        timer_at: Any = beam.DoFn.StateParam(TIMER_AT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterable[FraudAlert]:
         now = fired_at.micros
         tracker: BurstTracker = tracker_state.read() or BurstTracker()
@@ -315,14 +311,14 @@ class VelocityFraud(beam.PTransform):
         rule = self._rule
         return (
             pcoll
-            | "KeyByAccount" >> beam.Map(
-                lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
-            ).with_output_types(Tuple[str, Tuple[int, str]])
-            | "SlidingWindows" >> beam.WindowInto(
+            | "KeyByAccount"
+            >> beam.Map(lambda t: (t.account_id, (t.event_time_us, t.transaction_id))).with_output_types(
+                Tuple[str, Tuple[int, str]]
+            )
+            | "SlidingWindows"
+            >> beam.WindowInto(
                 windows.SlidingWindows(rule.size_s, rule.period_s),
-                trigger=triggers.AfterWatermark(
-                    early=triggers.AfterCount(1), late=triggers.AfterCount(1)
-                ),
+                trigger=triggers.AfterWatermark(early=triggers.AfterCount(1), late=triggers.AfterCount(1)),
                 accumulation_mode=triggers.AccumulationMode.ACCUMULATING,
                 allowed_lateness=Duration(seconds=rule.allowed_lateness_s),
             )

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from transforms.progress import bump
 from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_type
+from transforms.progress import bump
 
 __all__ = ["WriteToDuckDB", "connect", "parse_duckdb_target"]
 
@@ -32,7 +32,7 @@ def parse_duckdb_target(target: str) -> str:
     """``duckdb:PATH`` -> PATH."""
     if not target.startswith("duckdb:") or len(target) <= len("duckdb:"):
         raise ValueError(f"not a DuckDB warehouse target: {target!r} (expected duckdb:PATH)")
-    return target[len("duckdb:"):]
+    return target[len("duckdb:") :]
 
 
 def connect(path: str) -> duckdb.DuckDBPyConnection:
@@ -87,9 +87,7 @@ class _WriteFn(beam.DoFn):
         import time
 
         started = time.monotonic()
-        batch = pa.Table.from_pylist(
-            [{c: row.get(c) for c in self._columns} for row in self._rows]
-        )
+        batch = pa.Table.from_pylist([{c: row.get(c) for c in self._columns} for row in self._rows])
         with _LOCK:
             cursor = self._conn.cursor()
             try:
