@@ -28,7 +28,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
-            "jsonschema>=4.20,<5",
+            "jsonschema[format-nongpl]>=4.20,<5",
             "pytest-timeout>=2.3",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
