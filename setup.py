@@ -23,6 +23,7 @@ setup(
     extras_require={
         "gcp": ["google-cloud-bigquery>=3.20,<4"],
         "redis": ["redis>=5,<9"],
+        "kafka": ["confluent-kafka>=2.4,<3"],
         "metrics": ["prometheus-client>=0.20,<1"],
         "bench": ["psutil>=5.9"],
         "test": [
@@ -30,6 +31,8 @@ setup(
             "hypothesis>=6.100,<7",
             "jsonschema[format-nongpl]>=4.20,<5",
             "pytest-timeout>=2.3",
+            "confluent-kafka>=2.4,<3",
+            "prometheus-client>=0.20,<1",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },

@@ -276,6 +276,7 @@ class SimRecord:
     burst_id: str | None
     late: bool
     event_time_us: int | None
+    account_id: str | None = None  # the Kafka key; None only if the payload names no account
 
 
 @dataclass(frozen=True)
@@ -827,7 +828,9 @@ def _valid_records(
         if ev.burst >= 0:
             burst_id = burst_ids[ev.burst]
             burst_txns[ev.burst].append(txn_id)
-        valid.append(SimRecord(_dumps(obj), "valid", txn_id, None, burst_id, False, time_us))
+        valid.append(
+            SimRecord(_dumps(obj), "valid", txn_id, None, burst_id, False, time_us, account.account_id)
+        )
     return valid, burst_txns
 
 
@@ -909,7 +912,7 @@ def _malformed_records(
             _format_time(time_us, offset),
         )
         payload, event_us = _malformed(kind, rng, obj, time_us, offset, future_us)
-        rec = SimRecord(payload, "malformed", txn_id, kind, None, False, event_us)
+        rec = SimRecord(payload, "malformed", txn_id, kind, None, False, event_us, account.account_id)
         yield t_ms + rng.randint(0, _JITTER_MS), rec, obj
 
 
@@ -1028,6 +1031,7 @@ def _relabel(rec: SimRecord, *, kind: str | None = None, late: bool | None = Non
         burst_id=rec.burst_id,
         late=rec.late if late is None else late,
         event_time_us=rec.event_time_us,
+        account_id=rec.account_id,
     )
 
 
