@@ -20,7 +20,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from simulator.generator import GeneratorConfig, GroundTruth, SimRecord, generate
@@ -101,7 +101,7 @@ def _ending_now(config: GeneratorConfig) -> GeneratorConfig:
     probe, _ = generate(config)
     times = [r.event_time_us for r in probe if r.kind != "malformed" and r.event_time_us is not None]
     span = timedelta(microseconds=(max(times) - min(times)) if times else 0)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     return dataclasses.replace(config, start=now - span - timedelta(seconds=5))
 
 
