@@ -36,7 +36,7 @@ class ControlServer:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> ControlServer:
         self._thread.start()
