@@ -56,6 +56,15 @@ class GraphOutputs:
     dead_letters: beam.PCollection[DeadLetter]
 
 
+def velocity_impl(options: PipelineOptions) -> str:
+    """``--velocity_impl``, with ``auto`` resolved for the runner."""
+    chosen = options.view_as(PaystreamOptions).velocity_impl
+    if chosen != "auto":
+        return chosen
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner").lower()
+    return "state" if runner in ("directrunner", "direct", "prismrunner") else "windows"
+
+
 def build_graph(
     raw: beam.PCollection[RawPayload],
     opts: PaystreamOptions,
@@ -72,6 +81,7 @@ def build_graph(
         size_s=opts.velocity_window_s,
         period_s=opts.velocity_period_s,
         allowed_lateness_s=opts.allowed_lateness_s,
+        impl=velocity_impl(opts),
     )
     dead = (
         parsed[DEAD_LETTER_TAG],

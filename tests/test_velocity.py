@@ -157,7 +157,11 @@ def test_rule_validation() -> None:
 # --- the composite in batch ---------------------------------------------------------------
 
 
-def test_batch_alerts() -> None:
+IMPLS = pytest.mark.parametrize("impl", ["windows", "state"])
+
+
+@IMPLS
+def test_batch_alerts(impl: str) -> None:
     txns = [txn("a", t, i) for i, t in enumerate([0, 10, 20, 300, 305, 310])] + [
         txn("b", t, i) for i, t in enumerate([0, 30, 61])
     ]
@@ -166,10 +170,44 @@ def test_batch_alerts() -> None:
             p
             | beam.Create(txns)
             | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
-            | VelocityFraud()
+            | VelocityFraud(impl=impl)
             | beam.Map(lambda a: (a.account_id, a.transaction_ids))
         )
         assert_that(alerts, equal_to([("a", ("a-0", "a-1", "a-2")), ("a", ("a-3", "a-4", "a-5"))]))
+
+
+def test_both_implementations_agree_on_simulated_traffic() -> None:
+    from simulator.generator import GeneratorConfig, generate
+    from transforms.parse import ParseError, parse_payment
+
+    records, truth = generate(GeneratorConfig(num_events=1500, accounts=200, seed=5))
+    txns, seen = [], set()
+    for i, r in enumerate(records):
+        try:
+            t = parse_payment(r.payload, SourceRef("sim", 0, i), 2**62)
+        except ParseError:
+            continue
+        if t.transaction_id not in seen:
+            seen.add(t.transaction_id)
+            txns.append(txn(t.account_id, (t.event_time_us / US) - T0, i)._replace(transaction_id=t.transaction_id))
+    assert truth.bursts
+    with TestPipeline() as p:
+        stamped = (
+            p | beam.Create(txns)
+            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
+        )
+        by_impl = {
+            impl: stamped | f"Velocity-{impl}" >> VelocityFraud(impl=impl)
+            | f"Key-{impl}" >> beam.Map(lambda a: (a.alert_id, a))
+            for impl in ("windows", "state")
+        }
+        mismatches = (
+            by_impl | beam.CoGroupByKey()
+            | beam.Filter(lambda kv: list(kv[1]["windows"]) != list(kv[1]["state"]))
+        )
+        assert_that(mismatches, equal_to([]), label="same-alerts")
+        accounts = by_impl["state"] | "Accounts" >> beam.Map(lambda kv: kv[1].account_id)
+        assert_that(accounts, equal_to([b.account_id for b in truth.bursts]), label="one-per-burst")
 
 
 # --- the composite in streaming, with TestStream ------------------------------------------
@@ -192,12 +230,15 @@ def _stream(events: List[Tuple[str, object]]) -> TestStream:
 
 
 def _run_stream(
-    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]], check_ts: bool = False
+    events: List[Tuple[str, object]],
+    expected: List[Tuple[str, Tuple[str, ...]]],
+    check_ts: bool = False,
+    impl: str = "windows",
 ) -> None:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        out = p | _stream(events) | VelocityFraud() | beam.ParDo(_WithTimestamp())
+        out = p | _stream(events) | VelocityFraud(impl=impl) | beam.ParDo(_WithTimestamp())
         assert_that(out | "Strip" >> beam.Map(lambda a: (a[0], a[1])), equal_to(expected), label="alerts")
         if check_ts:
             # The alert is emitted when the watermark passes the crossing payment (early
@@ -282,13 +323,15 @@ START = [("watermark", -60)]
         ),
     ],
 )
+@IMPLS
 def test_stream_scenarios(
-    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]]
+    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]], impl: str
 ) -> None:
-    _run_stream(events, expected)
+    _run_stream(events, expected, impl=impl)
 
 
-def test_stream_alert_fires_at_the_crossing_not_at_window_close() -> None:
+@IMPLS
+def test_stream_alert_fires_at_the_crossing_not_at_window_close(impl: str) -> None:
     events = START + [
         ("add", txn("a", 0, 0)),
         ("add", txn("a", 10, 1)),
@@ -297,10 +340,11 @@ def test_stream_alert_fires_at_the_crossing_not_at_window_close() -> None:
         ("add", txn("a", 40, 3)),
         ("watermark", 300),
     ]
-    _run_stream(events, [("a", ("a-0", "a-1", "a-2"))], check_ts=True)
+    _run_stream(events, [("a", ("a-0", "a-1", "a-2"))], check_ts=True, impl=impl)
 
 
-def test_stream_and_batch_give_the_same_alert_id() -> None:
+@IMPLS
+def test_stream_and_batch_give_the_same_alert_id(impl: str) -> None:
     times = [0, 7, 13, 21]
     batch_tracker = BurstTracker()
     for pane in _panes(times):
@@ -312,5 +356,5 @@ def test_stream_and_batch_give_the_same_alert_id() -> None:
         START + [("add", txn("a", t, i)) for i, t in reversed(list(enumerate(times)))] + [("watermark", 300)]
     )
     with TestPipeline(options=options) as p:
-        ids = p | _stream(events) | VelocityFraud() | beam.Map(lambda a: a.alert_id)
+        ids = p | _stream(events) | VelocityFraud(impl=impl) | beam.Map(lambda a: a.alert_id)
         assert_that(ids, equal_to([batch_alert.alert_id]))

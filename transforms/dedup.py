@@ -46,8 +46,8 @@ def _masked_summary(txn: Transaction) -> str:
 
 
 class _DedupFn(beam.DoFn):
-    SEEN = ReadModifyWriteStateSpec("seen", StrUtf8Coder())
-    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    SEEN = ReadModifyWriteStateSpec("dedup_seen", StrUtf8Coder())
+    EXPIRY = TimerSpec("dedup_expiry", TimeDomain.WATERMARK)
 
     def __init__(self, horizon_s: float) -> None:
         self._horizon = Duration(micros=int(horizon_s * 1_000_000))

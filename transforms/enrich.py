@@ -105,10 +105,13 @@ class _EnrichFn(beam.DoFn):
     expiry timer could clear the history before an earlier release.)
     """
 
-    BUFFER = BagStateSpec("buffer", PickleCoder())
-    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at_us", VarIntCoder())
-    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+    # State and timer names are unique across the graph: the FnApiRunner mixes up
+    # timers of the same name and key when it fuses two stateful steps into one
+    # stage (seen with Beam 2.77: the other step's timers silently never fired).
+    BUFFER = BagStateSpec("enrich_buffer", PickleCoder())
+    HISTORY = ReadModifyWriteStateSpec("enrich_history", PickleCoder())
+    TIMER_AT = ReadModifyWriteStateSpec("enrich_timer_at_us", VarIntCoder())
+    WAKE = TimerSpec("enrich_wake", TimeDomain.WATERMARK)
 
     def __init__(self, history_ttl_s: float) -> None:
         self._ttl_us = int(history_ttl_s * 1_000_000)
