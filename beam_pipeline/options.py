@@ -80,7 +80,9 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument("--velocity_window_s", type=int, default=60, help="sliding window size, seconds")
         proc.add_argument("--velocity_period_s", type=int, default=5, help="sliding window period, seconds")
         proc.add_argument(
-            "--velocity_impl", choices=("auto", "windows", "state"), default="auto",
+            "--velocity_impl",
+            choices=("auto", "windows", "state"),
+            default="auto",
             help="sliding windows through Beam's windowing (windows) or counted in per-account "
             "state (state); auto: state on the DirectRunner, windows elsewhere",
         )

@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
@@ -29,6 +29,7 @@ from beam_pipeline.options import PaystreamOptions
 from beam_pipeline.sources import FileLines, SimulatedPayloads
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
+from simulator.generator import GeneratorConfig
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
@@ -90,13 +91,15 @@ def build_graph(
     return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)
 
 
-def read_source(
-    p: beam.Pipeline, opts: PaystreamOptions, sim_payloads: Optional[Sequence[bytes]] = None
-) -> beam.PCollection[RawPayload]:
+def simulator_config(opts: PaystreamOptions) -> GeneratorConfig:
+    if opts.num_events <= 0:
+        raise ValueError("--num_events must be > 0")
+    return GeneratorConfig(num_events=opts.num_events, accounts=opts.sim_accounts, seed=opts.sim_seed)
+
+
+def read_source(p: beam.Pipeline, opts: PaystreamOptions) -> beam.PCollection[RawPayload]:
     if opts.source == "simulator":
-        if sim_payloads is None:
-            raise ValueError("the simulator source needs its generated payloads")
-        return p | "Simulator" >> SimulatedPayloads(sim_payloads)
+        return p | "Simulator" >> SimulatedPayloads(simulator_config(opts))
     if opts.source == "file":
         return p | "File" >> FileLines(opts.input)
     return p | "Kafka" >> KafkaPayloads(
@@ -201,7 +204,7 @@ class RunOutcome:
 def run(argv: Optional[List[str]] = None) -> RunOutcome:
     """Build the graph from command-line flags, run it to completion, summarise."""
     from beam_pipeline.summary import build_summary, print_summary
-    from simulator.generator import GeneratorConfig, GroundTruth, generate
+    from simulator.generator import GroundTruth, generate
     from transforms.progress import Ticker
 
     options = PipelineOptions(argv)
@@ -210,14 +213,11 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     key_path = resolve_key_file(opts)
 
     truth: Optional[GroundTruth] = None
-    payloads: Optional[List[bytes]] = None
+    total: Optional[int] = None
     if opts.source == "simulator":
-        if opts.num_events <= 0:
-            raise ValueError("--num_events must be > 0")
-        records, truth = generate(
-            GeneratorConfig(num_events=opts.num_events, accounts=opts.sim_accounts, seed=opts.sim_seed)
-        )
-        payloads = [r.payload for r in records]
+        config = simulator_config(opts)
+        _, truth = generate(config)  # deterministic: the same payments the pipeline makes
+        total = config.num_events
     elif opts.truth:
         import json
 
@@ -226,10 +226,10 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
 
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=_runner(options), options=options)
-    raw = read_source(pipeline, opts, payloads)
+    raw = read_source(pipeline, opts)
     outputs = build_graph(raw, opts, key_path=key_path)
     write_outputs(outputs, opts.warehouse)
-    with Ticker(total=len(payloads) if payloads is not None else None):
+    with Ticker(total=total):
         result = pipeline.run()
         result.wait_until_finish()
     elapsed = time.monotonic() - started

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
 
 from schemas.records import SourceRef
+from simulator.generator import GeneratorConfig, generate
 from transforms.parse import RawPayload
 
 __all__ = ["FileLines", "SimulatedPayloads", "split_lines"]
@@ -49,15 +50,24 @@ class FileLines(beam.PTransform):
         )
 
 
-class SimulatedPayloads(beam.PTransform):
-    """Payloads made by the simulator before the run, in emission order."""
+def _simulate(config: GeneratorConfig) -> Iterable[RawPayload]:
+    records, _ = generate(config)
+    for i, record in enumerate(records):
+        yield record.payload, SourceRef(topic="simulator", partition=0, offset=i)
 
-    def __init__(self, payloads: Sequence[bytes], label: Optional[str] = None) -> None:
+
+class SimulatedPayloads(beam.PTransform):
+    """The simulator's payments, generated inside the pipeline, in emission order.
+
+    Only the generator's config travels in the graph (``beam.Create`` of the
+    payloads themselves would pickle and compress them all first: seconds
+    per 10,000). The generator is deterministic, so the driver can rebuild
+    the ground truth from the same config.
+    """
+
+    def __init__(self, config: GeneratorConfig, label: Optional[str] = None) -> None:
         super().__init__(label)
-        self._elements: List[RawPayload] = [
-            (payload, SourceRef(topic="simulator", partition=0, offset=i))
-            for i, payload in enumerate(payloads)
-        ]
+        self._config = config
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
-        return pbegin | "Emit" >> beam.Create(self._elements, reshuffle=False)
+        return pbegin | "Config" >> beam.Create([self._config]) | "Generate" >> beam.FlatMap(_simulate)
