@@ -7,28 +7,30 @@ consumer using create-time watermarks sees event time. Payments come from
 ``simulator.generator`` with all its labelled injections; the ground truth
 of what was sent is kept for scoring.
 
-The simulated clock: a block of payments is generated ahead, with event times
-ending at "now", and sent at the requested rate. Event time therefore
-advances faster than the wall clock when the rate outruns the simulated
-accounts' pace; it never runs ahead of the wall clock by more than one
-block's span (a few minutes), which the pipeline's future-time check allows.
+The simulated clock: payments are generated in blocks (in a worker process,
+one block ahead) on one monotone event-time timeline planned to end at about
+the wall clock, and sent at the requested rate. See ``PaymentProducer._records``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import itertools
+import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from simulator.generator import GeneratorConfig, GroundTruth, SimRecord, generate
+from simulator.generator import GeneratorConfig, GroundTruth, generate
 from simulator.pacing import Pacer
 
 __all__ = ["ProducerStats", "PaymentProducer", "producer_config", "plan_blocks"]
 
-BLOCK_EVENTS = 50_000
+BLOCK_EVENTS = 20_000
+BLOCK_GAP = timedelta(seconds=180)  # > the generator's 150 s isolation around bursts
 
 
 def producer_config(bootstrap_servers: str, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -36,7 +38,7 @@ def producer_config(bootstrap_servers: str, extra: Optional[Dict[str, Any]] = No
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": 20,
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
@@ -51,6 +53,7 @@ class ProducerStats:
     produced: int = 0  # acknowledged by the broker
     failed: int = 0
     sent: int = 0  # handed to the client
+    errors: Dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -64,6 +67,7 @@ class ProducerStats:
                 "current_rate": target_rate,
                 "achieved_rate": round(self.produced / elapsed, 1),
                 "elapsed_s": round(elapsed, 2),
+                "errors": dict(self.errors),
             }
 
 
@@ -82,6 +86,40 @@ def _merge_truth(total: Optional[GroundTruth], part: GroundTruth, block: int) ->
     return total
 
 
+# What goes to Kafka: value, key (the account), record timestamp in ms (the event time).
+Outgoing = Tuple[bytes, Optional[bytes], Optional[int]]
+
+
+def _record_timestamp_ms(event_time_us: Optional[int], now_ms: int) -> Optional[int]:
+    """The event time, unless there is none or it lies in the future.
+
+    Brokers refuse record timestamps far ahead of their clock (Kafka 4:
+    ``log.message.timestamp.after.max.ms``, one hour) and fail the whole
+    batch with them; a payload that claims a future time (an injected
+    malformed one) travels with the send time instead, and the pipeline
+    dead-letters it on its own ``event_time``.
+    """
+    if event_time_us is None or event_time_us <= 0 or event_time_us // 1000 > now_ms:
+        return None
+    return event_time_us // 1000
+
+
+def _generate_block(config: GeneratorConfig) -> Tuple[List[Outgoing], GroundTruth, int, int]:
+    """One block, ready to send, with the first and last event time of its valid payments."""
+    records, truth = generate(config)
+    times = [r.event_time_us for r in records if r.kind != "malformed" and r.event_time_us is not None]
+    now_ms = int(time.time() * 1000)
+    outgoing = [
+        (
+            r.payload,
+            r.account_id.encode() if r.account_id else None,
+            _record_timestamp_ms(r.event_time_us, now_ms),
+        )
+        for r in records
+    ]
+    return outgoing, truth, min(times), max(times)
+
+
 def plan_blocks(config: GeneratorConfig, block_events: int = BLOCK_EVENTS) -> Iterator[GeneratorConfig]:
     """Configs of successive blocks: distinct seeds, accounts scaled to the block size."""
     block = 0
@@ -94,15 +132,6 @@ def plan_blocks(config: GeneratorConfig, block_events: int = BLOCK_EVENTS) -> It
             include_oversized=config.include_oversized and block == 0,
         )
         block += 1
-
-
-def _ending_now(config: GeneratorConfig) -> GeneratorConfig:
-    """The same payments, shifted so the last event time is about now."""
-    probe, _ = generate(config)
-    times = [r.event_time_us for r in probe if r.kind != "malformed" and r.event_time_us is not None]
-    span = timedelta(microseconds=(max(times) - min(times)) if times else 0)
-    now = datetime.now(UTC).replace(microsecond=0)
-    return dataclasses.replace(config, start=now - span - timedelta(seconds=5))
 
 
 class PaymentProducer:
@@ -145,26 +174,72 @@ class PaymentProducer:
                 self.stats.produced += 1
             else:
                 self.stats.failed += 1
+                name = err.name() if hasattr(err, "name") else str(err)
+                self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
 
-    def _records(self) -> Iterator[SimRecord]:
+    def _records(self) -> Iterator[Outgoing]:
+        """Blocks of payments, each generated in a worker process while the previous one is sent.
+
+        (Generation is pure Python: in a thread it would hold the GIL and stall the sender.)
+
+        Event time is one monotone timeline: each block starts ``BLOCK_GAP`` after the last
+        payment of the one before (accounts repeat across blocks; the gap keeps their bursts
+        apart). A block spans more event time than it takes to send, so the timeline is
+        planned backwards from now for the expected number of payments (``num_events``, or
+        rate x duration): the run ends at about the wall clock. Raising the rate past the
+        plan makes the last blocks run ahead of the clock.
+        """
+        expected = self._num_events or int(self.pacer.rate * (self._duration_s or 0)) or BLOCK_EVENTS
         remaining = self._num_events
-        for block, config in enumerate(plan_blocks(self._generator)):
-            if remaining is not None:
-                config = dataclasses.replace(config, num_events=min(remaining, config.num_events))
-            records, truth = generate(_ending_now(config))
-            self.truth = _merge_truth(self.truth, truth, block)
-            yield from records
-            if remaining is not None:
-                remaining -= len(records)
-                if remaining <= 0:
-                    return
+        configs = plan_blocks(self._generator)
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+
+            def next_config() -> Optional[GeneratorConfig]:
+                nonlocal remaining
+                if remaining is not None and remaining <= 0:
+                    return None
+                config = next(configs)
+                if remaining is not None:
+                    config = dataclasses.replace(config, num_events=min(remaining, config.num_events))
+                    remaining -= config.num_events
+                return config
+
+            first = next_config()
+            assert first is not None
+            _, _, t0, t1 = pool.submit(_generate_block, first).result()  # the span of one block
+            blocks = -(-expected // first.num_events)
+            now = datetime.now(UTC).replace(microsecond=0)
+            start = now - blocks * (timedelta(microseconds=t1 - t0) + BLOCK_GAP) - timedelta(seconds=60)
+            future: Optional[concurrent.futures.Future[Any]] = pool.submit(
+                _generate_block, dataclasses.replace(first, start=start)
+            )
+            block = 0
+            while future is not None and not self._stop.is_set():
+                outgoing, truth, _, last_us = future.result()
+                self.truth = _merge_truth(self.truth, truth, block)
+                block += 1
+                config = next_config()
+                future = None
+                if config is not None:  # made while this block is sent
+                    begin = datetime.fromtimestamp(last_us / 1e6, UTC) + BLOCK_GAP
+                    future = pool.submit(_generate_block, dataclasses.replace(config, start=begin))
+                yield from outgoing
+
+    def prepare(self) -> None:
+        """Generate the first block before the clock starts."""
+        self._iter = self._records()
+        self._first: Optional[Outgoing] = next(self._iter, None)
 
     def run(self, progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        if not hasattr(self, "_iter"):
+            self.prepare()
+        records = itertools.chain([self._first] if self._first is not None else [], self._iter)
         deadline = None if self._duration_s is None else time.monotonic() + self._duration_s
-        records = self._records()
-        pending: List[SimRecord] = []
+        pending: List[Outgoing] = []
         last_report = time.monotonic()
         self.stats.started = time.monotonic()
+        self.pacer.set_rate(self.pacer.rate)  # the rate is owed from now, not from construction
         exhausted = False
         while not self._stop.is_set() and not exhausted:
             now = time.monotonic()
@@ -189,21 +264,21 @@ class PaymentProducer:
                 self._send(rec)
             self.pacer.sent(len(batch))
             self._producer.poll(0)
+        self._stop.set()  # ends the generator thread
         self._producer.flush(60)
         report = self.stats.snapshot(self.pacer.rate)
         if progress is not None:
             progress(report)
         return report
 
-    def _send(self, rec: SimRecord) -> None:
-        key = rec.account_id.encode() if rec.account_id else None
-        ts_ms = rec.event_time_us // 1000 if rec.event_time_us is not None else None
+    def _send(self, rec: Outgoing) -> None:
+        payload, key, ts_ms = rec
         while True:
             try:
                 kwargs: Dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
                 if ts_ms is not None and ts_ms > 0:
                     kwargs["timestamp"] = ts_ms
-                self._producer.produce(self.topic, rec.payload, **kwargs)
+                self._producer.produce(self.topic, payload, **kwargs)
                 with self.stats.lock:
                     self.stats.sent += 1
                 return
