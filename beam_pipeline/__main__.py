@@ -30,10 +30,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Beam's runners log set-up chatter at INFO/WARNING; keep the user's terminal for our lines.
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    from beam_pipeline.pipeline import run
+    from beam_pipeline.pipeline import NothingToRead, run
 
     try:
         run(args)
+    except NothingToRead as err:
+        print(f"paystream: nothing to read: {err}")
+        return 0
     except ValueError as err:
         print(f"paystream: {err}", file=sys.stderr)
         return 2

@@ -1,22 +1,41 @@
 """Everything about reading Kafka lives here.
 
-``ReadFromKafka`` is a Java cross-language transform. The consumer reads
-``read_committed`` (so an aborted transactional write never shows up),
-commits offsets when a bundle is finalised (``commit_offset_in_finalize``,
-with auto-commit off), and keeps the record metadata so topic, partition and
-offset reach the dead letters.
+``ReadFromKafka`` is a Java cross-language transform. Without Docker its Java
+side runs in a Beam Java worker pool that we start (an EXTERNAL environment),
+with an expansion service built from Maven Central jars
+(``beam_pipeline.local_kafka``, ``docs/kafka-without-docker.md``): the same
+recipe works on the DirectRunner and on Flink. Pass
+``--kafka_expansion_service=HOST:PORT`` to use a running expansion service
+instead (a cluster's).
+
+The consumer reads ``read_committed`` (an aborted transactional write never
+shows up), commits offsets when a bundle is finalised
+(``commit_offset_in_finalize``, with auto-commit off), uses the records'
+create time as event-time watermark (the simulator sets it to the payment's
+event time), and keeps the record metadata so topic, partition and offset
+reach the dead letters.
+
+Restarts without a runner checkpoint (the DirectRunner, or a new Flink job
+without a savepoint) lose the velocity and dedup state. ``plan_read`` then
+rewinds the group's committed position by ``--kafka_replay_s`` of event time
+(default: one velocity window plus the allowed lateness), so a burst that
+straddles the restart is seen whole; the replayed payments are written again
+with the same keys, which the idempotent sinks ignore, and an alert raised
+again has the same ``alert_id``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 
 from schemas.records import SourceRef
 from transforms.parse import RawPayload
 
-__all__ = ["KafkaPayloads", "consumer_config"]
+__all__ = ["KafkaPayloads", "ReadPlan", "consumer_config", "expansion_service", "plan_read"]
 
 
 def consumer_config(bootstrap_servers: str, group_id: str) -> Dict[str, str]:
@@ -27,6 +46,96 @@ def consumer_config(bootstrap_servers: str, group_id: str) -> Dict[str, str]:
         "enable.auto.commit": "false",
         "auto.offset.reset": "earliest",
     }
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Where a run starts, and how many records lie between there and the end of the topic."""
+
+    start_read_time_ms: Optional[int]  # None: the group's committed offsets (or the earliest)
+    records_to_end: int
+    resumed: bool  # the group had committed offsets
+
+
+def plan_read(bootstrap_servers: str, topic: str, group_id: str, replay_s: float) -> ReadPlan:
+    """Look at the group's committed offsets and the topic's end, with the Kafka client."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ValueError(f"Kafka topic {topic!r} not found at {bootstrap_servers}")
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = {tp.partition: tp.offset for tp in _committed(consumer, parts)}
+        bounds = {tp.partition: consumer.get_watermark_offsets(tp, timeout=15) for tp in parts}
+        resumed = any(off >= 0 for off in committed.values())
+        start = {p: (committed[p] if committed[p] >= 0 else low) for p, (low, _) in bounds.items()}
+        if not resumed or replay_s <= 0:
+            return ReadPlan(None, sum(high - start[p] for p, (_, high) in bounds.items()), resumed)
+        # The event time of the first record not yet consumed, per partition.
+        times: List[int] = []
+        for p, (_, high) in bounds.items():
+            if start[p] < high:
+                consumer.assign([TopicPartition(topic, p, start[p])])
+                msg = consumer.poll(15)
+                if msg is not None and msg.error() is None:
+                    times.append(msg.timestamp()[1])
+        if not times:
+            return ReadPlan(None, 0, resumed)
+        start_ms = min(times) - int(replay_s * 1000)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, tp.partition, start_ms) for tp in parts], timeout=15
+        )
+        total = 0
+        for tp in found:
+            high = bounds[tp.partition][1]
+            total += high - (tp.offset if tp.offset >= 0 else high)
+        return ReadPlan(start_ms, total, resumed)
+    finally:
+        consumer.close()
+
+
+def _committed(consumer: Any, parts: List[Any], deadline_s: float = 60.0) -> List[Any]:
+    """The group's committed offsets; retried while the group coordinator comes up.
+
+    (A fresh broker creates its offsets topic on first use and answers
+    NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS meanwhile.)
+    """
+    import time
+
+    from confluent_kafka import KafkaException
+
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            return list(consumer.committed(parts, timeout=15))
+        except KafkaException as err:
+            if not err.args[0].retriable() or time.monotonic() > give_up:
+                raise
+            time.sleep(0.5)  # a retry delay, not a readiness guess: the error says "not yet"
+
+
+def expansion_service(stack: contextlib.ExitStack, address: Optional[str] = None) -> Any:
+    """The expansion service for ``ReadFromKafka``: a given address, or one of ours.
+
+    Ours runs KafkaIO's Java side in a Beam Java worker pool (EXTERNAL
+    environment) that lives as long as ``stack``.
+    """
+    if address:
+        return address
+    from beam_pipeline.local_kafka import JavaWorkerPool
+    from beam_pipeline.local_kafka import expansion_service as local_expansion_service
+
+    pool = stack.enter_context(JavaWorkerPool())
+    return local_expansion_service("EXTERNAL", pool.address)
 
 
 def _to_payload(record: Any) -> RawPayload:
@@ -45,8 +154,9 @@ class KafkaPayloads(beam.PTransform):
         bootstrap_servers: Optional[str],
         topic: str,
         group_id: str,
+        expansion_service: Any,
         max_num_records: Optional[int] = None,
-        expansion_service: Optional[str] = None,
+        start_read_time_ms: Optional[int] = None,
         label: Optional[str] = None,
     ) -> None:
         super().__init__(label)
@@ -54,11 +164,14 @@ class KafkaPayloads(beam.PTransform):
             raise ValueError("--source=kafka needs --kafka_bootstrap_servers=HOST:PORT")
         if not topic:
             raise ValueError("--source=kafka needs --kafka_topic")
+        if max_num_records is not None and max_num_records <= 0:
+            raise ValueError("max_num_records must be > 0")
         self._bootstrap_servers = bootstrap_servers
         self._topic = topic
         self._group_id = group_id
-        self._max_num_records = max_num_records
         self._expansion_service = expansion_service
+        self._max_num_records = max_num_records
+        self._start_read_time_ms = start_read_time_ms
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
         from apache_beam.io.kafka import ReadFromKafka
@@ -66,8 +179,8 @@ class KafkaPayloads(beam.PTransform):
         kwargs: Dict[str, Any] = {}
         if self._max_num_records is not None:
             kwargs["max_num_records"] = self._max_num_records
-        if self._expansion_service is not None:
-            kwargs["expansion_service"] = self._expansion_service
+        if self._start_read_time_ms is not None:
+            kwargs["start_read_time"] = self._start_read_time_ms
         return (
             pbegin
             | "ReadFromKafka"
@@ -77,6 +190,7 @@ class KafkaPayloads(beam.PTransform):
                 with_metadata=True,
                 commit_offset_in_finalize=True,
                 timestamp_policy=ReadFromKafka.create_time_policy,
+                expansion_service=self._expansion_service,
                 **kwargs,
             )
             | "WithCoordinates" >> beam.Map(_to_payload)

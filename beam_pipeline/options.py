@@ -50,6 +50,20 @@ class PaystreamOptions(PipelineOptions):
             help="stop the Kafka read after this many records (bounded runs, tests)",
         )
         kafka.add_argument(
+            "--kafka_until_end",
+            default=False,
+            action="store_true",
+            help="read from where the group stopped to the topic's current end, then finish "
+            "(a bounded catch-up run)",
+        )
+        kafka.add_argument(
+            "--kafka_replay_s",
+            type=float,
+            default=None,
+            help="when the group has committed offsets, start this much event time earlier, so "
+            "state lost in a restart is rebuilt (default: velocity window + allowed lateness; 0: off)",
+        )
+        kafka.add_argument(
             "--kafka_expansion_service",
             default=None,
             help="address of a running Java expansion service for ReadFromKafka",

@@ -13,6 +13,7 @@ live here and in ``beam_pipeline.kafka``, nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -24,7 +25,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline.kafka import KafkaPayloads
+from beam_pipeline.kafka import KafkaPayloads, ReadPlan, plan_read
+from beam_pipeline.kafka import expansion_service as kafka_expansion_service
 from beam_pipeline.options import PaystreamOptions
 from beam_pipeline.sources import FileLines, SimulatedPayloads
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
@@ -39,6 +41,7 @@ from transforms.velocity import VelocityFraud
 
 __all__ = [
     "GraphOutputs",
+    "NothingToRead",
     "RunOutcome",
     "build_graph",
     "read_source",
@@ -97,18 +100,53 @@ def simulator_config(opts: PaystreamOptions) -> GeneratorConfig:
     return GeneratorConfig(num_events=opts.num_events, accounts=opts.sim_accounts, seed=opts.sim_seed)
 
 
-def read_source(p: beam.Pipeline, opts: PaystreamOptions) -> beam.PCollection[RawPayload]:
+def read_source(
+    p: beam.Pipeline,
+    opts: PaystreamOptions,
+    kafka_service: Any = None,
+    kafka_plan: Optional[ReadPlan] = None,
+) -> beam.PCollection[RawPayload]:
     if opts.source == "simulator":
         return p | "Simulator" >> SimulatedPayloads(simulator_config(opts))
     if opts.source == "file":
         return p | "File" >> FileLines(opts.input)
+    max_records = opts.kafka_max_num_records
+    if opts.kafka_until_end and kafka_plan is not None:
+        max_records = kafka_plan.records_to_end
     return p | "Kafka" >> KafkaPayloads(
         opts.kafka_bootstrap_servers,
         opts.kafka_topic,
         opts.kafka_consumer_group,
-        max_num_records=opts.kafka_max_num_records,
-        expansion_service=opts.kafka_expansion_service,
+        expansion_service=kafka_service,
+        max_num_records=max_records,
+        start_read_time_ms=kafka_plan.start_read_time_ms if kafka_plan is not None else None,
     )
+
+
+def kafka_replay_s(opts: PaystreamOptions) -> float:
+    if opts.kafka_replay_s is not None:
+        return max(0.0, opts.kafka_replay_s)
+    return float(opts.velocity_window_s + opts.allowed_lateness_s)
+
+
+def runner_defaults(options: PipelineOptions) -> None:
+    """Local Flink without set-up: the job server jar from our cache, LOOPBACK Python workers."""
+    std = options.view_as(StandardOptions)
+    if (std.runner or "").lower() not in ("flinkrunner", "flink"):
+        return
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions
+
+    flink = options.view_as(FlinkRunnerOptions)
+    if flink.flink_master in (None, "[auto]", "[local]"):
+        flink.flink_master = "[local]"
+        if not flink.flink_job_server_jar:
+            from beam_pipeline.local_kafka import FLINK_JOB_SERVER_JAR, fetch_beam
+
+            fetch_beam()
+            flink.flink_job_server_jar = str(FLINK_JOB_SERVER_JAR)
+        portable = options.view_as(PortableOptions)
+        if not portable.environment_type:
+            portable.environment_type = "LOOPBACK"
 
 
 def _now_us() -> int:
@@ -194,6 +232,10 @@ def _runner(options: PipelineOptions) -> Any:
     )
 
 
+class NothingToRead(Exception):
+    """A bounded Kafka run found no records to read."""
+
+
 @dataclass
 class RunOutcome:
     result: PipelineResult
@@ -224,14 +266,39 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         with open(opts.truth, encoding="utf-8") as handle:
             truth = GroundTruth.from_json(json.load(handle))
 
+    runner_defaults(options)
     started = time.monotonic()
-    pipeline = beam.Pipeline(runner=_runner(options), options=options)
-    raw = read_source(pipeline, opts)
-    outputs = build_graph(raw, opts, key_path=key_path)
-    write_outputs(outputs, opts.warehouse)
-    with Ticker(total=total):
-        result = pipeline.run()
-        result.wait_until_finish()
+    with contextlib.ExitStack() as stack:
+        kafka_service = None
+        plan: Optional[ReadPlan] = None
+        if opts.source == "kafka":
+            if not opts.kafka_bootstrap_servers:
+                raise ValueError("--source=kafka needs --kafka_bootstrap_servers=HOST:PORT")
+            plan = plan_read(
+                opts.kafka_bootstrap_servers,
+                opts.kafka_topic,
+                opts.kafka_consumer_group,
+                kafka_replay_s(opts),
+            )
+            if plan.start_read_time_ms is not None:
+                _LOG.warning(
+                    "group %s resumes %.0f s of event time before its committed offsets (--kafka_replay_s)",
+                    opts.kafka_consumer_group,
+                    kafka_replay_s(opts),
+                )
+            total = opts.kafka_max_num_records
+            if opts.kafka_until_end:
+                total = plan.records_to_end
+                if total == 0:
+                    raise NothingToRead(f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}")
+            kafka_service = kafka_expansion_service(stack, opts.kafka_expansion_service)
+        pipeline = beam.Pipeline(runner=_runner(options), options=options)
+        raw = read_source(pipeline, opts, kafka_service, plan)
+        outputs = build_graph(raw, opts, key_path=key_path)
+        write_outputs(outputs, opts.warehouse)
+        with Ticker(total=total):
+            result = pipeline.run()
+            result.wait_until_finish()
     elapsed = time.monotonic() - started
 
     summary = None

@@ -62,12 +62,15 @@ class Ticker:
         )
 
     def _run(self) -> None:
-        last = ""
+        last, last_at = "", 0.0
         while not self._stop.wait(self._interval_s):
             text = self.line()
-            if text == last and not self._tty:
+            now = time.monotonic()
+            # On a terminal the line is redrawn every tick; in a log, a line when the
+            # counts change, at most every 5 s.
+            if not self._tty and (text == last or now - last_at < 5.0):
                 continue
-            last = text
+            last, last_at = text, now
             self._stream.write(("\r" + text) if self._tty else (text + "\n"))
             self._stream.flush()
 
