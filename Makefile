@@ -1,12 +1,17 @@
 # The targets CI runs (`bash .ci/run` is `make ci`). Python is python3 unless PYTHON is set.
 PYTHON ?= python3
 
-.PHONY: ci install lint test demo clean
+.PHONY: ci install deps lint test demo clean
 
-ci: install lint test
+ci: install deps lint test
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+
+# Java pieces for Kafka and Flink (broker, Beam expansion service, Flink job server) from
+# Maven Central with mvn, into .cache/ (idempotent).
+deps:
+	$(PYTHON) scripts/kafka_local.py fetch
 
 lint:
 	$(PYTHON) -m ruff check .

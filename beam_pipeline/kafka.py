@@ -55,9 +55,28 @@ class ReadPlan:
     start_read_time_ms: Optional[int]  # None: the group's committed offsets (or the earliest)
     records_to_end: int
     resumed: bool  # the group had committed offsets
+    # Event time of the last record a run bounded by max_num_records will read, when that is
+    # known (one partition): bursts after it are left for the next run to judge.
+    last_read_time_ms: Optional[int] = None
 
 
-def plan_read(bootstrap_servers: str, topic: str, group_id: str, replay_s: float) -> ReadPlan:
+def _timestamp_at(consumer: Any, topic: str, partition: int, offset: int) -> Optional[int]:
+    from confluent_kafka import TopicPartition
+
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    msg = consumer.poll(15)
+    if msg is None or msg.error() is not None:
+        return None
+    return int(msg.timestamp()[1])
+
+
+def plan_read(
+    bootstrap_servers: str,
+    topic: str,
+    group_id: str,
+    replay_s: float,
+    max_num_records: Optional[int] = None,
+) -> ReadPlan:
     """Look at the group's committed offsets and the topic's end, with the Kafka client."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -111,14 +130,20 @@ def _committed(consumer: Any, parts: List[Any], deadline_s: float = 60.0) -> Lis
     """
     import time
 
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
 
+    waiting = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
     give_up = time.monotonic() + deadline_s
     while True:
         try:
             return list(consumer.committed(parts, timeout=15))
         except KafkaException as err:
-            if not err.args[0].retriable() or time.monotonic() > give_up:
+            error = err.args[0]
+            if not (error.retriable() or error.code() in waiting) or time.monotonic() > give_up:
                 raise
             time.sleep(0.5)  # a retry delay, not a readiness guess: the error says "not yet"
 

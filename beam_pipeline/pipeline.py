@@ -74,6 +74,7 @@ def build_graph(
     opts: PaystreamOptions,
     key: Optional[bytes] = None,
     key_path: Optional[str] = None,
+    judge_until_us: Optional[int] = None,
 ) -> GraphOutputs:
     """Raw payloads -> enriched rows, alerts, dead letters."""
     parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
@@ -86,6 +87,7 @@ def build_graph(
         period_s=opts.velocity_period_s,
         allowed_lateness_s=opts.allowed_lateness_s,
         impl=velocity_impl(opts),
+        judge_until_us=judge_until_us,
     )
     dead = (
         parsed[DEAD_LETTER_TAG],
@@ -290,11 +292,18 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             if opts.kafka_until_end:
                 total = plan.records_to_end
                 if total == 0:
-                    raise NothingToRead(f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}")
+                    raise NothingToRead(
+                        f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}"
+                    )
             kafka_service = kafka_expansion_service(stack, opts.kafka_expansion_service)
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         raw = read_source(pipeline, opts, kafka_service, plan)
-        outputs = build_graph(raw, opts, key_path=key_path)
+        judge_until_us = None
+        if plan is not None and plan.last_read_time_ms is not None:
+            # A read that stops mid-topic: bursts the stream's watermark would not yet have
+            # passed are left to the next run (which replays them, see --kafka_replay_s).
+            judge_until_us = plan.last_read_time_ms * 1000 - opts.allowed_lateness_s * 1_000_000
+        outputs = build_graph(raw, opts, key_path=key_path, judge_until_us=judge_until_us)
         write_outputs(outputs, opts.warehouse)
         with Ticker(total=total):
             result = pipeline.run()

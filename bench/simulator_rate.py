@@ -177,8 +177,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if effective is not None
         else "rate change: never settled within 20 %"
     )
-    print(f"produced {paced['produced']:,}, failed {paced['failed']} {paced['errors'] or ''}; "
-          f"reference ceiling {ref:,.0f} msg/s")
+    print(
+        f"produced {paced['produced']:,}, failed {paced['failed']} {paced['errors'] or ''}; "
+        f"reference ceiling {ref:,.0f} msg/s"
+    )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump({"reference_msgs_per_s": ref, **paced}, handle, indent=2)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """CLI of ``beam_pipeline.local_kafka``: fetch the Java pieces, start/stop a local broker.
 
-    python scripts/kafka_local.py fetch
-    python scripts/kafka_local.py start --dir .cache/broker [--topic payments:4]
-    python scripts/kafka_local.py stop --dir .cache/broker
+python scripts/kafka_local.py fetch
+python scripts/kafka_local.py start --dir .cache/broker [--topic payments:4]
+python scripts/kafka_local.py stop --dir .cache/broker
 """
 
 from __future__ import annotations

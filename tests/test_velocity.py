@@ -189,20 +189,23 @@ def test_both_implementations_agree_on_simulated_traffic() -> None:
             continue
         if t.transaction_id not in seen:
             seen.add(t.transaction_id)
-            txns.append(txn(t.account_id, (t.event_time_us / US) - T0, i)._replace(transaction_id=t.transaction_id))
+            txns.append(
+                txn(t.account_id, (t.event_time_us / US) - T0, i)._replace(transaction_id=t.transaction_id)
+            )
     assert truth.bursts
     with TestPipeline() as p:
         stamped = (
-            p | beam.Create(txns)
-            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
+            p | beam.Create(txns) | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
         )
         by_impl = {
-            impl: stamped | f"Velocity-{impl}" >> VelocityFraud(impl=impl)
+            impl: stamped
+            | f"Velocity-{impl}" >> VelocityFraud(impl=impl)
             | f"Key-{impl}" >> beam.Map(lambda a: (a.alert_id, a))
             for impl in ("windows", "state")
         }
         mismatches = (
-            by_impl | beam.CoGroupByKey()
+            by_impl
+            | beam.CoGroupByKey()
             | beam.Filter(lambda kv: list(kv[1]["windows"]) != list(kv[1]["state"]))
         )
         assert_that(mismatches, equal_to([]), label="same-alerts")

@@ -284,8 +284,9 @@ class _RaiseAlertsFn(beam.DoFn):
     TIMER_AT = ReadModifyWriteStateSpec("velocity_timer_at_us", PickleCoder())
     WAKE = TimerSpec("velocity_wake", TimeDomain.WATERMARK)
 
-    def __init__(self, rule: VelocityRule) -> None:
+    def __init__(self, rule: VelocityRule, judge_until_us: Optional[int] = None) -> None:
         self._rule = rule
+        self._judge_until_us = judge_until_us
         self._alerts = Metrics.counter("paystream", "fraud_alerts")
 
     def panes(self, tracker: BurstTracker, element: Any) -> List[WindowCount]:
@@ -322,7 +323,10 @@ class _RaiseAlertsFn(beam.DoFn):
         now = fired_at.micros
         tracker: BurstTracker = tracker_state.read() or BurstTracker()
         tracker.watermark_us = max(tracker.watermark_us, now)
-        alerts, next_due = tracker.evaluate(key, self._rule, now)
+        judge = now if self._judge_until_us is None else min(now, self._judge_until_us)
+        alerts, next_due = tracker.evaluate(key, self._rule, judge)
+        if self._judge_until_us is not None and now > self._judge_until_us:
+            next_due = None  # held back for the next run: nothing more to judge here
         idle_at = tracker.idle_after_us(self._rule)
         if now >= idle_at:
             tracker_state.clear()  # every window is closed and judged: forget the account
@@ -358,10 +362,16 @@ class VelocityFraud(beam.PTransform):
         period_s: int = 5,
         allowed_lateness_s: int = 10,
         impl: str = "windows",
+        judge_until_us: Optional[int] = None,
         label: Optional[str] = None,
     ) -> None:
+        """``judge_until_us``: for a run that stops in the middle of a stream (a bounded
+        Kafka read), the event time after which bursts are not judged at its end: the
+        next run, which replays from before that time, judges them with all their
+        payments. ``None``: the input is complete, judge everything."""
         super().__init__(label)
         self._rule = VelocityRule(threshold, size_s, period_s, allowed_lateness_s)
+        self._judge_until_us = judge_until_us
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, not {impl!r}")
         self._impl = impl
@@ -376,7 +386,9 @@ class VelocityFraud(beam.PTransform):
             lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
         ).with_output_types(Tuple[str, Tuple[int, str]])
         if self._impl == "state":
-            return keyed | "CountAndRaise" >> beam.ParDo(_CountAndRaiseFn(rule)).with_output_types(FraudAlert)
+            return keyed | "CountAndRaise" >> beam.ParDo(
+                _CountAndRaiseFn(rule, self._judge_until_us)
+            ).with_output_types(FraudAlert)
         return (
             keyed
             | "SlidingWindows"
@@ -389,5 +401,6 @@ class VelocityFraud(beam.PTransform):
             | "CountPerWindow" >> beam.CombinePerKey(_WindowStatsFn(rule.threshold))
             | "AttachWindow" >> beam.ParDo(_AttachWindowFn())
             | "GlobalWindow" >> beam.WindowInto(windows.GlobalWindows())
-            | "RaiseAlerts" >> beam.ParDo(_RaiseAlertsFn(rule)).with_output_types(FraudAlert)
+            | "RaiseAlerts"
+            >> beam.ParDo(_RaiseAlertsFn(rule, self._judge_until_us)).with_output_types(FraudAlert)
         )
