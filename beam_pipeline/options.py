@@ -127,3 +127,15 @@ class PaystreamOptions(PipelineOptions):
         )
         out.add_argument("--no_summary", dest="summary", action="store_false")
         out.add_argument("--summary_json", default=None, help="also write the summary as JSON to this path")
+        out.add_argument(
+            "--metrics_port",
+            type=int,
+            default=None,
+            help="serve Prometheus /metrics on this port while the pipeline runs (0: a free port)",
+        )
+        out.add_argument(
+            "--metrics_linger_s",
+            type=float,
+            default=0.0,
+            help="keep /metrics up this long after the run, for a last scrape",
+        )

@@ -17,9 +17,10 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
@@ -32,6 +33,7 @@ from beam_pipeline.sources import FileLines, SimulatedPayloads
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
 from simulator.generator import GeneratorConfig
+from transforms import telemetry
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
@@ -155,14 +157,36 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
+class _RowFn(beam.DoFn):
+    """A record to its table's row, stamped with the processing time; measures the latency
+    from the payment's event time (the crossing payment's, for an alert) to here."""
+
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def process(self, record: Any) -> Iterable[Dict[str, Any]]:
+        now = _now_us()
+        if self._table == "payment_transactions":
+            telemetry.observe(
+                "end_to_end_latency_seconds", (now - record.txn.event_time_us) / 1e6, table=self._table
+            )
+            yield transaction_row(record, now)
+        elif self._table == "fraud_velocity_alerts":
+            telemetry.observe(
+                "end_to_end_latency_seconds", (now - record.crossing_txn_time_us) / 1e6, table=self._table
+            )
+            yield alert_row(record, now)
+        else:
+            yield dead_letter_row(record, now)
+
+
 def to_rows(outputs: GraphOutputs) -> Dict[str, beam.PCollection[Dict[str, Any]]]:
     """The three tables' rows; the ingestion time is the processing time of the row."""
     return {
         "payment_transactions": outputs.transactions
-        | "TransactionRows" >> beam.Map(lambda e: transaction_row(e, _now_us())),
-        "fraud_velocity_alerts": outputs.alerts | "AlertRows" >> beam.Map(lambda a: alert_row(a, _now_us())),
-        "dead_letters": outputs.dead_letters
-        | "DeadLetterRows" >> beam.Map(lambda d: dead_letter_row(d, _now_us())),
+        | "TransactionRows" >> beam.ParDo(_RowFn("payment_transactions")),
+        "fraud_velocity_alerts": outputs.alerts | "AlertRows" >> beam.ParDo(_RowFn("fraud_velocity_alerts")),
+        "dead_letters": outputs.dead_letters | "DeadLetterRows" >> beam.ParDo(_RowFn("dead_letters")),
     }
 
 
@@ -269,6 +293,9 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             truth = GroundTruth.from_json(json.load(handle))
 
     runner_defaults(options)
+    if opts.metrics_port is not None:
+        port = telemetry.serve(opts.metrics_port)
+        print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         kafka_service = None
@@ -309,6 +336,8 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             result = pipeline.run()
             result.wait_until_finish()
     elapsed = time.monotonic() - started
+    if opts.metrics_port is not None and opts.metrics_linger_s > 0:
+        time.sleep(opts.metrics_linger_s)  # let a scraper collect the final values
 
     summary = None
     if opts.summary or opts.summary_json:

@@ -89,12 +89,16 @@ def build_summary(
     result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float
 ) -> Dict[str, Any]:
     c = counters(result)
-    dead = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dead_letters.") and v}
+    dead: Dict[str, int] = {}
+    for k, v in c.items():  # dead_letters.<reason>.<stage>
+        if k.startswith("dead_letters.") and v:
+            reason = k.split(".")[1]
+            dead[reason] = dead.get(reason, 0) + v
     summary: Dict[str, Any] = {
         "source": opts.source,
         "elapsed_s": round(elapsed_s, 2),
         "payments_read": c.get("payments_in", 0),
-        "payments_valid": c.get("payments_parsed", 0),
+        "payments_valid": c.get("payments_valid", 0),
         "payments_unique": c.get("payments_unique", 0),
         "duplicates_dropped": c.get("duplicates_dropped", 0),
         "dead_letters_by_reason": dict(sorted(dead.items())),

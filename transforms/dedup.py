@@ -16,12 +16,12 @@ from typing import Any, Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration
 
 from schemas.records import Transaction
+from transforms import telemetry
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import mask_email, mask_pan, mask_phone
 
@@ -51,9 +51,6 @@ class _DedupFn(beam.DoFn):
 
     def __init__(self, horizon_s: float) -> None:
         self._horizon = Duration(micros=int(horizon_s * 1_000_000))
-        self._unique = Metrics.counter("paystream", "payments_unique")
-        self._dropped = Metrics.counter("paystream", "duplicates_dropped")
-        self._conflicts = Metrics.counter("paystream", "dead_letters.conflicting_duplicate")
 
     def process(
         self,
@@ -67,12 +64,12 @@ class _DedupFn(beam.DoFn):
         if first is None:
             seen.write(txn.fingerprint)
             expiry.set(timestamp + self._horizon)
-            self._unique.inc()
+            telemetry.count("payments_unique")
             yield txn
         elif first == txn.fingerprint:
-            self._dropped.inc()
+            telemetry.count("duplicates_dropped")
         else:
-            self._conflicts.inc()
+            telemetry.count("dead_letters", stage="dedup", reason="conflicting_duplicate")
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER_TAG,
                 make_dead_letter(

@@ -15,7 +15,6 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -26,6 +25,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import EnrichedTransaction, MaskedTransaction
+from transforms import telemetry
 
 __all__ = [
     "HISTORY_SIZE",
@@ -115,7 +115,6 @@ class _EnrichFn(beam.DoFn):
 
     def __init__(self, history_ttl_s: float) -> None:
         self._ttl_us = int(history_ttl_s * 1_000_000)
-        self._enriched = Metrics.counter("paystream", "payments_enriched")
 
     def process(
         self,
@@ -148,7 +147,7 @@ class _EnrichFn(beam.DoFn):
         for txn in ready:
             yield features(txn, history)
             history.push(txn)
-            self._enriched.inc()
+            telemetry.count("payments_enriched")
         if ready:
             buffer.clear()
             for txn in rest:

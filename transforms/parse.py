@@ -19,11 +19,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Optional, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import SourceRef, Transaction
+from transforms import telemetry
 from transforms.codes import ISO_3166_ALPHA2, ISO_4217
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import masked_payload_text
@@ -261,18 +261,15 @@ def parse_payment(
 class _ParseFn(beam.DoFn):
     def __init__(self, max_future_skew_s: float) -> None:
         self._max_future_skew_us = int(max_future_skew_s * 1_000_000)
-        self._payments_in = Metrics.counter("paystream", "payments_in")
-        self._parsed = Metrics.counter("paystream", "payments_parsed")
-        self._bytes_in = Metrics.distribution("paystream", "payload_bytes")
 
     def process(self, element: RawPayload) -> Iterable[Union[TimestampedValue, beam.pvalue.TaggedOutput]]:
         raw, source = element
-        self._payments_in.inc()
+        telemetry.count("payments_in")
         bump("read")
         now_us = int(time.time() * 1_000_000)
         try:
             size = len(raw)
-            self._bytes_in.update(size)
+            telemetry.observe("payload_bytes", size)
             txn = parse_payment(raw, source, now_us, self._max_future_skew_us)
         except ParseError as err:
             yield self._dead_letter(err.reason, err.message, raw, source, err.transaction_id)
@@ -283,14 +280,14 @@ class _ParseFn(beam.DoFn):
                 "internal_error", type(err).__name__, raw if isinstance(raw, bytes) else b"", source, None
             )
             return
-        self._parsed.inc()
+        telemetry.count("payments_valid")
         yield TimestampedValue(txn, Timestamp(micros=txn.event_time_us))
 
     @staticmethod
     def _dead_letter(
         reason: str, message: str, raw: bytes, source: SourceRef, txn_id: Optional[str]
     ) -> beam.pvalue.TaggedOutput:
-        Metrics.counter("paystream", f"dead_letters.{reason}").inc()
+        telemetry.count("dead_letters", stage="parse", reason=reason)
         letter = make_dead_letter("parse", reason, message, source, masked_payload_text(raw), txn_id)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
 

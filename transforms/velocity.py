@@ -41,7 +41,6 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger as triggers
 from apache_beam.transforms import window as windows
 from apache_beam.transforms.timeutil import TimeDomain
@@ -49,6 +48,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import FraudAlert, MaskedTransaction
+from transforms import telemetry
 
 __all__ = [
     "BurstTracker",
@@ -287,7 +287,6 @@ class _RaiseAlertsFn(beam.DoFn):
     def __init__(self, rule: VelocityRule, judge_until_us: Optional[int] = None) -> None:
         self._rule = rule
         self._judge_until_us = judge_until_us
-        self._alerts = Metrics.counter("paystream", "fraud_alerts")
 
     def panes(self, tracker: BurstTracker, element: Any) -> List[WindowCount]:
         pane: WindowCount = element
@@ -338,7 +337,7 @@ class _RaiseAlertsFn(beam.DoFn):
             timer_at.write(next_at)
             wake.set(Timestamp(micros=next_at))
         for alert in alerts:
-            self._alerts.inc()
+            telemetry.count("fraud_alerts")
             yield alert
 
 

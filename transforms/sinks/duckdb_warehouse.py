@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
 from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_type
+from transforms import telemetry
 from transforms.progress import bump
 
 __all__ = ["WriteToDuckDB", "connect", "parse_duckdb_target"]
@@ -67,8 +67,6 @@ class _WriteFn(beam.DoFn):
         self._path = path
         self._table = table
         self._rows: List[Dict[str, Any]] = []
-        self._written = Metrics.counter("paystream", f"sink_rows.{table}")
-        self._batch_ms = Metrics.distribution("paystream", f"sink_batch_ms.{table}")
 
     def setup(self) -> None:
         self._conn = connect(self._path)  # fails fast on a bad path or a locked file
@@ -94,11 +92,14 @@ class _WriteFn(beam.DoFn):
                 cursor.register("paystream_batch", batch)
                 cursor.execute(self._sql)
                 cursor.unregister("paystream_batch")
+            except Exception:  # counted, then re-raised: the runner retries the bundle
+                telemetry.count("sink_errors", table=self._table)
+                raise
             finally:
                 cursor.close()
-        self._written.inc(len(self._rows))
+        telemetry.count("sink_rows", len(self._rows), table=self._table)
         bump(self._table, len(self._rows))
-        self._batch_ms.update(int((time.monotonic() - started) * 1000))
+        telemetry.observe("sink_write_seconds", time.monotonic() - started, table=self._table)
         self._rows = []
 
 

@@ -1,0 +1,115 @@
+"""Pipeline metrics, recorded twice: as Beam metrics and as Prometheus metrics.
+
+Beam metrics are what the runner aggregates (the end-of-run summary, the
+Flink web UI, Dataflow's Cloud Monitoring). Beam Python metrics do not reach
+Prometheus on their own (apache/beam #32895, #19500), so every update also
+goes to a process-wide prometheus-client registry, served on ``/metrics`` by
+``serve(port)``: by the driver for local runs (its workers run in-process)
+and by ``python -m beam_pipeline.worker`` in each Python SDK worker pool on
+Flink. Metric names follow Prometheus conventions (``_total``, ``_seconds``,
+base units); ``METRICS`` is the list the dashboard and alert tests check
+against. Without prometheus-client installed, only Beam metrics are kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+from apache_beam.metrics import Metrics
+
+__all__ = ["METRICS", "count", "observe", "prometheus_name", "registry", "serve"]
+
+_NAMESPACE = "paystream"
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+_WRITE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# name -> (kind, help, label names, histogram buckets)
+METRICS: Dict[str, Tuple[str, str, Tuple[str, ...], Tuple[float, ...]]] = {
+    "payments_in": ("counter", "Raw payloads read from the source", (), ()),
+    "payments_valid": ("counter", "Payloads that parsed into a valid payment", (), ()),
+    "payments_unique": ("counter", "Payments kept by de-duplication", (), ()),
+    "duplicates_dropped": ("counter", "Exact duplicate payments dropped", (), ()),
+    "dead_letters": (
+        "counter",
+        "Records sent to the dead letters, by stage and reason",
+        ("stage", "reason"),
+        (),
+    ),
+    "payments_enriched": ("counter", "Payments with features computed", (), ()),
+    "fraud_alerts": ("counter", "Velocity fraud alerts raised", (), ()),
+    "sink_rows": ("counter", "Rows written, by sink table", ("table",), ()),
+    "sink_errors": ("counter", "Failed sink writes, by sink table", ("table",), ()),
+    "sink_write_seconds": ("histogram", "Duration of one batched sink write", ("table",), _WRITE_BUCKETS),
+    "end_to_end_latency_seconds": (
+        "histogram",
+        "Event time of a payment to its row being written",
+        ("table",),
+        _LATENCY_BUCKETS,
+    ),
+    "payload_bytes": ("histogram", "Size of raw payloads", (), (256, 512, 1024, 4096, 65536, 1048576)),
+}
+
+_LOCK = threading.Lock()
+_PROM: Dict[str, Any] = {}
+_REGISTRY: Optional[Any] = None
+_SERVED: Dict[int, Any] = {}
+
+
+def prometheus_name(name: str) -> str:
+    kind = METRICS[name][0]
+    base = f"{_NAMESPACE}_{name}"
+    return base + "_total" if kind == "counter" else base
+
+
+def registry() -> Optional[Any]:
+    """The process-wide registry (``None`` without prometheus-client)."""
+    global _REGISTRY
+    with _LOCK:
+        if _REGISTRY is None:
+            try:
+                from prometheus_client import CollectorRegistry, Counter, Histogram
+            except ImportError:  # the [metrics] extra is not installed
+                return None
+            _REGISTRY = CollectorRegistry()
+            for name, (kind, doc, labels, buckets) in METRICS.items():
+                base = f"{_NAMESPACE}_{name}"
+                if kind == "counter":
+                    _PROM[name] = Counter(base, doc, labels, registry=_REGISTRY)
+                else:
+                    _PROM[name] = Histogram(base, doc, labels, buckets=buckets, registry=_REGISTRY)
+        return _REGISTRY
+
+
+def _beam_name(name: str, labels: Dict[str, str]) -> str:
+    return name if not labels else name + "." + ".".join(labels[k] for k in sorted(labels))
+
+
+def count(name: str, n: int = 1, **labels: str) -> None:
+    Metrics.counter(_NAMESPACE, _beam_name(name, labels)).inc(n)
+    if registry() is not None:
+        metric = _PROM[name]
+        (metric.labels(**labels) if labels else metric).inc(n)
+
+
+def observe(name: str, value: float, **labels: str) -> None:
+    Metrics.distribution(_NAMESPACE, _beam_name(name, labels)).update(int(value * 1000))
+    if registry() is not None:
+        metric = _PROM[name]
+        (metric.labels(**labels) if labels else metric).observe(value)
+
+
+def serve(port: int, host: str = "0.0.0.0") -> Optional[int]:
+    """Serve ``/metrics`` on ``port`` (0: a free one) once per process; returns the port."""
+    reg = registry()
+    if reg is None:
+        return None
+    from prometheus_client import start_http_server
+
+    with _LOCK:
+        if port in _SERVED and port != 0:
+            return port
+        server, _thread = start_http_server(port, addr=host, registry=reg)
+        bound = int(server.server_address[1])
+        _SERVED[bound] = server
+        return bound
