@@ -33,6 +33,7 @@ setup(
             "pytest-timeout>=2.3",
             "confluent-kafka>=2.4,<3",
             "prometheus-client>=0.20,<1",
+            "pyyaml>=6",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
