@@ -100,3 +100,67 @@ def test_metric_names_follow_prometheus_conventions() -> None:
         assert full.endswith("_total") == (kind == "counter")
         if kind == "histogram" and "latency" in name or "write" in name:
             assert full.endswith("_seconds")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flink_worker_pool_serves_the_pipelines_metrics(tmp_path: Any) -> None:
+    """On Flink the Python code runs in the SDK worker pool: its /metrics has the pipeline's counters."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    service_port, metrics_port = _free_port(), _free_port()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline.worker",
+            f"--service_port={service_port}",
+            f"--metrics_port={metrics_port}",
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:  # readiness: the pool says it listens
+            if "worker pool at" in line:
+                break
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "beam_pipeline",
+                "--runner=FlinkRunner",
+                "--environment_type=EXTERNAL",
+                f"--environment_config=localhost:{service_port}",
+                "--num_events=1000",
+                f"--warehouse=duckdb:{tmp_path}/w.duckdb",
+                "--no_summary",
+            ],
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        scraped = _scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scraped is not None
+        assert scraped[telemetry.prometheus_name("payments_in")] == 1000
+        assert scraped[telemetry.prometheus_name("fraud_alerts")] > 0
+        assert scraped[telemetry.prometheus_name("payments_in")] == (
+            scraped[telemetry.prometheus_name("payments_unique")]
+            + scraped[telemetry.prometheus_name("duplicates_dropped")]
+            + scraped[telemetry.prometheus_name("dead_letters")]
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
