@@ -148,19 +148,24 @@ def _committed(consumer: Any, parts: List[Any], deadline_s: float = 60.0) -> Lis
             time.sleep(0.5)  # a retry delay, not a readiness guess: the error says "not yet"
 
 
-def expansion_service(stack: contextlib.ExitStack, address: Optional[str] = None) -> Any:
+def expansion_service(
+    stack: contextlib.ExitStack, address: Optional[str] = None, java_worker: Optional[str] = None
+) -> Any:
     """The expansion service for ``ReadFromKafka``: a given address, or one of ours.
 
     Ours runs KafkaIO's Java side in a Beam Java worker pool (EXTERNAL
-    environment) that lives as long as ``stack``.
+    environment): the one at ``java_worker`` (HOST:PORT: on Kubernetes, the
+    TaskManager's Java worker-pool sidecar, baked into an application jar),
+    or else one we start here that lives as long as ``stack``.
     """
     if address:
         return address
     from beam_pipeline.local_kafka import JavaWorkerPool
     from beam_pipeline.local_kafka import expansion_service as local_expansion_service
 
-    pool = stack.enter_context(JavaWorkerPool())
-    return local_expansion_service("EXTERNAL", pool.address)
+    if not java_worker:
+        java_worker = stack.enter_context(JavaWorkerPool()).address
+    return local_expansion_service("EXTERNAL", java_worker)
 
 
 def _to_payload(record: Any) -> RawPayload:

@@ -50,6 +50,12 @@ class PaystreamOptions(PipelineOptions):
             help="stop the Kafka read after this many records (bounded runs, tests)",
         )
         kafka.add_argument(
+            "--kafka_java_worker_address",
+            default=None,
+            help="HOST:PORT of the Beam Java worker pool that runs KafkaIO (default: start one "
+            "locally; on Kubernetes: the TaskManager sidecar, e.g. localhost:50001)",
+        )
+        kafka.add_argument(
             "--kafka_until_end",
             default=False,
             action="store_true",

@@ -303,26 +303,32 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         if opts.source == "kafka":
             if not opts.kafka_bootstrap_servers:
                 raise ValueError("--source=kafka needs --kafka_bootstrap_servers=HOST:PORT")
-            plan = plan_read(
-                opts.kafka_bootstrap_servers,
-                opts.kafka_topic,
-                opts.kafka_consumer_group,
-                kafka_replay_s(opts),
-            )
-            if plan.start_read_time_ms is not None:
+            total = opts.kafka_max_num_records
+            if opts.kafka_until_end or opts.kafka_max_num_records or kafka_replay_s(opts) > 0:
+                # Asks the broker where the group stands: not for an unbounded run without
+                # replay (e.g. building a Flink application jar, where no broker is at hand).
+                plan = plan_read(
+                    opts.kafka_bootstrap_servers,
+                    opts.kafka_topic,
+                    opts.kafka_consumer_group,
+                    kafka_replay_s(opts),
+                    None if opts.kafka_until_end else opts.kafka_max_num_records,
+                )
+            if plan is not None and plan.start_read_time_ms is not None:
                 _LOG.warning(
                     "group %s resumes %.0f s of event time before its committed offsets (--kafka_replay_s)",
                     opts.kafka_consumer_group,
                     kafka_replay_s(opts),
                 )
-            total = opts.kafka_max_num_records
-            if opts.kafka_until_end:
+            if opts.kafka_until_end and plan is not None:
                 total = plan.records_to_end
                 if total == 0:
                     raise NothingToRead(
                         f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}"
                     )
-            kafka_service = kafka_expansion_service(stack, opts.kafka_expansion_service)
+            kafka_service = kafka_expansion_service(
+                stack, opts.kafka_expansion_service, opts.kafka_java_worker_address
+            )
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         raw = read_source(pipeline, opts, kafka_service, plan)
         judge_until_us = None
