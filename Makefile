@@ -12,6 +12,7 @@ install:
 # Maven Central with mvn, into .cache/ (idempotent).
 deps:
 	$(PYTHON) scripts/kafka_local.py fetch
+	bash scripts/go_tools.sh
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -34,6 +34,8 @@ setup(
             "confluent-kafka>=2.4,<3",
             "prometheus-client>=0.20,<1",
             "pyyaml>=6",
+            "kubernetes-validate>=1.30",
+            "yamllint>=1.35",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
