@@ -9,7 +9,7 @@ install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 
 # Java pieces for Kafka and Flink (broker, Beam expansion service, Flink job server) from
-# Maven Central with mvn, into .cache/ (idempotent).
+# Maven Central with mvn, and Go tools (kustomize) from the module proxy, into .cache/.
 deps:
 	$(PYTHON) scripts/kafka_local.py fetch
 	bash scripts/go_tools.sh
