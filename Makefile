@@ -13,6 +13,7 @@ install:
 deps:
 	$(PYTHON) scripts/kafka_local.py fetch
 	bash scripts/go_tools.sh
+	bash terraform/tools.sh
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -36,6 +36,7 @@ setup(
             "pyyaml>=6",
             "kubernetes-validate>=1.30",
             "yamllint>=1.35",
+            "python-hcl2>=8.1,<9",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
