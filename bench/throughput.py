@@ -73,14 +73,21 @@ def reference(path: str) -> Dict[str, Any]:
         h = histories.setdefault(m.account_id, AccountHistory())
         features(m, h)
         h.push(m)
-        trackers.setdefault(m.account_id, BurstTracker()).add_payment((m.event_time_us, m.transaction_id), rule)
+        trackers.setdefault(m.account_id, BurstTracker()).add_payment(
+            (m.event_time_us, m.transaction_id), rule
+        )
     alerts = []
     for account, tracker in trackers.items():
         found, _ = tracker.evaluate(account, rule, 2**62)
         alerts.extend(a.alert_id for a in found)
     elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "stored": len(masked), "dead_letters": dead, "duplicates": duplicates,
-            "alert_ids": sorted(alerts)}
+    return {
+        "seconds": elapsed,
+        "stored": len(masked),
+        "dead_letters": dead,
+        "duplicates": duplicates,
+        "alert_ids": sorted(alerts),
+    }
 
 
 def textbook(path: str) -> Dict[str, Any]:
@@ -132,9 +139,21 @@ def paystream(path: str, workdir: str) -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=ROOT)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "beam_pipeline", "--source=file", f"--input={path}",
-         f"--warehouse=duckdb:{warehouse}", f"--summary_json={summary}", "--no_summary"],
-        check=True, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline",
+            "--source=file",
+            f"--input={path}",
+            f"--warehouse=duckdb:{warehouse}",
+            f"--summary_json={summary}",
+            "--no_summary",
+        ],
+        check=True,
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     elapsed = time.perf_counter() - started
     conn = duckdb.connect(warehouse, read_only=True)
@@ -146,15 +165,28 @@ def paystream(path: str, workdir: str) -> Dict[str, Any]:
         conn.close()
     with open(summary, encoding="utf-8") as handle:
         duplicates = json.load(handle)["duplicates_dropped"]
-    return {"seconds": elapsed, "stored": stored, "dead_letters": dead, "duplicates": duplicates,
-            "alert_ids": alerts}
+    return {
+        "seconds": elapsed,
+        "stored": stored,
+        "dead_letters": dead,
+        "duplicates": duplicates,
+        "alert_ids": alerts,
+    }
 
 
 def _child(variant: str, path: str, workdir: str, out: str) -> None:
-    result = {"reference": lambda: reference(path), "textbook": lambda: textbook(path),
-              "paystream": lambda: paystream(path, workdir)}[variant]()
-    result["peak_rss_mb"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    result = {
+        "reference": lambda: reference(path),
+        "textbook": lambda: textbook(path),
+        "paystream": lambda: paystream(path, workdir),
+    }[variant]()
+    result["peak_rss_mb"] = (
+        max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+        / 1024
+    )
     with open(out, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
@@ -162,8 +194,23 @@ def _child(variant: str, path: str, workdir: str, out: str) -> None:
 def run_variant(variant: str, path: str, workdir: str) -> Dict[str, Any]:
     out = os.path.join(workdir, f"{variant}.json")
     print(f"  running {variant} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "bench.throughput", "--child", variant, "--input", path,
-                    "--workdir", workdir, "--out", out], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.throughput",
+            "--child",
+            variant,
+            "--input",
+            path,
+            "--workdir",
+            workdir,
+            "--out",
+            out,
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     with open(out, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -186,12 +233,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     workdir = tempfile.mkdtemp(prefix="paystream-bench-")
     path = os.path.join(workdir, "payments.jsonl")
-    records, truth = generate(GeneratorConfig(num_events=args.events, accounts=args.accounts,
-                                              include_oversized=False))
+    records, truth = generate(
+        GeneratorConfig(num_events=args.events, accounts=args.accounts, include_oversized=False)
+    )
     with open(path, "wb") as handle:
         for r in records:
             handle.write(r.payload + b"\n")
-    print(f"input: {args.events:,} payments, {args.accounts:,} accounts, {len(truth.bursts)} bursts -> {path}")
+    print(
+        f"input: {args.events:,} payments, {args.accounts:,} accounts, {len(truth.bursts)} bursts -> {path}"
+    )
     results: Dict[str, Dict[str, Any]] = {}
     for variant in ("reference", "paystream") + (() if args.skip_textbook else ("textbook",)):
         results[variant] = run_variant(variant, path, workdir)
@@ -206,15 +256,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, r in results.items():
         rate = args.events / r["seconds"]
         vs_ref = rate / (args.events / ref["seconds"])
-        vs_tb = (rate / (args.events / results["textbook"]["seconds"])) if "textbook" in results else float("nan")
+        vs_tb = (
+            (rate / (args.events / results["textbook"]["seconds"])) if "textbook" in results else float("nan")
+        )
         print(f"{name:<12}{rate:>12,.0f}{vs_ref:>13.1%}{vs_tb:>12.1f}x{r['peak_rss_mb']:>13,.0f}")
-    print(f"\nsame results: {ours['stored']:,} payments, {ours['dead_letters']} dead letters, "
-          f"{ours['duplicates']:,} duplicates, {len(ours['alert_ids'])} alerts (= bursts) in (a) and (c)")
+    print(
+        f"\nsame results: {ours['stored']:,} payments, {ours['dead_letters']} dead letters, "
+        f"{ours['duplicates']:,} duplicates, {len(ours['alert_ids'])} alerts (= bursts) in (a) and (c)"
+    )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"events": args.events, "accounts": args.accounts,
-                   "results": {k: {kk: vv for kk, vv in v.items() if kk != "alert_ids"} for k, v in results.items()}},
-                  handle, indent=2)
+        json.dump(
+            {
+                "events": args.events,
+                "accounts": args.accounts,
+                "results": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "alert_ids"} for k, v in results.items()
+                },
+            },
+            handle,
+            indent=2,
+        )
     return 0
 
 
