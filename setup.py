@@ -37,6 +37,7 @@ setup(
             "kubernetes-validate>=1.30",
             "yamllint>=1.35",
             "python-hcl2>=8.1,<9",
+            "redis>=5,<9",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },

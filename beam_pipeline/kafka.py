@@ -207,6 +207,8 @@ class KafkaPayloads(beam.PTransform):
         from apache_beam.io.kafka import ReadFromKafka
 
         kwargs: Dict[str, Any] = {}
+        if self._expansion_service is not None:
+            kwargs["expansion_service"] = self._expansion_service
         if self._max_num_records is not None:
             kwargs["max_num_records"] = self._max_num_records
         if self._start_read_time_ms is not None:
@@ -220,7 +222,6 @@ class KafkaPayloads(beam.PTransform):
                 with_metadata=True,
                 commit_offset_in_finalize=True,
                 timestamp_policy=ReadFromKafka.create_time_policy,
-                expansion_service=self._expansion_service,
                 **kwargs,
             )
             | "WithCoordinates" >> beam.Map(_to_payload)

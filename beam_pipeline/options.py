@@ -119,6 +119,46 @@ class PaystreamOptions(PipelineOptions):
             help="event time after which an idle account's feature history is forgotten",
         )
 
+        rds = parser.add_argument_group("redis")
+        rds.add_argument(
+            "--redis_url",
+            default=None,
+            help="write fraud alerts to this Redis (redis://HOST:PORT/DB, or rediss:// for TLS); "
+            "off when absent. The password goes in --redis_password_file, never in the URL",
+        )
+        rds.add_argument(
+            "--redis_password_file",
+            default=None,
+            help="file holding the Redis password (AUTH), read by each worker at setup",
+        )
+        rds.add_argument(
+            "--redis_key_prefix", default="paystream:", help="prefix of every Redis key (default paystream:)"
+        )
+        rds.add_argument(
+            "--redis_alert_ttl_s",
+            type=int,
+            default=7 * 24 * 3600,
+            help="expiry of each alert's hash and replay guard, seconds (default 7 days)",
+        )
+        rds.add_argument(
+            "--redis_stream_maxlen",
+            type=int,
+            default=100_000,
+            help="approximate length cap of the alerts stream (XADD MAXLEN ~, default 100000)",
+        )
+        rds.add_argument(
+            "--redis_dedup",
+            default=False,
+            action="store_true",
+            help="also de-duplicate payments in Redis, across restarts (needs --redis_url)",
+        )
+        rds.add_argument(
+            "--redis_dedup_ttl_s",
+            type=int,
+            default=24 * 3600,
+            help="how long Redis remembers a transaction_id for --redis_dedup, seconds (default 24 h)",
+        )
+
         out = parser.add_argument_group("output")
         out.add_argument(
             "--warehouse",

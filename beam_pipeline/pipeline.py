@@ -47,9 +47,11 @@ __all__ = [
     "RunOutcome",
     "build_graph",
     "read_source",
+    "redis_target",
     "resolve_key_file",
     "run",
     "write_outputs",
+    "write_redis",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -77,11 +79,22 @@ def build_graph(
     key: Optional[bytes] = None,
     key_path: Optional[str] = None,
     judge_until_us: Optional[int] = None,
+    check_key: bool = True,
 ) -> GraphOutputs:
     """Raw payloads -> enriched rows, alerts, dead letters."""
     parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
     unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(horizon_s=opts.dedup_horizon_s)
-    masked = unique.unique | "MaskPII" >> MaskPII(key=key, key_path=key_path)
+    kept = unique.unique
+    dead_parts = [parsed[DEAD_LETTER_TAG], unique[DEAD_LETTER_TAG]]
+    if opts.redis_dedup:  # across restarts too: see transforms/redis_dedup.py for what it keeps
+        from transforms.redis_dedup import RedisDeduplicate
+
+        seen = kept | "RedisDeduplicate" >> RedisDeduplicate(
+            redis_target(opts), key_prefix=opts.redis_key_prefix, ttl_s=opts.redis_dedup_ttl_s
+        )
+        kept = seen.unique
+        dead_parts.append(seen[DEAD_LETTER_TAG])
+    masked = kept | "MaskPII" >> MaskPII(key=key, key_path=key_path, check_key=check_key)
     enriched = masked | "Enrich" >> EnrichFeatures(history_ttl_s=opts.history_ttl_s)
     alerts = masked | "VelocityFraud" >> VelocityFraud(
         threshold=opts.velocity_threshold,
@@ -91,10 +104,7 @@ def build_graph(
         impl=velocity_impl(opts),
         judge_until_us=judge_until_us,
     )
-    dead = (
-        parsed[DEAD_LETTER_TAG],
-        unique[DEAD_LETTER_TAG],
-    ) | "DeadLetters" >> beam.Flatten()
+    dead = tuple(dead_parts) | "DeadLetters" >> beam.Flatten()
     return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)
 
 
@@ -203,10 +213,37 @@ def write_outputs(outputs: GraphOutputs, warehouse: str) -> None:
     raise ValueError(f"unknown --warehouse {warehouse!r}; supported: duckdb:PATH")
 
 
-def resolve_key_file(opts: PaystreamOptions) -> str:
-    """The HMAC key file: the option, or for a local DuckDB run one made beside it."""
+def redis_target(opts: PaystreamOptions) -> Any:
+    """``--redis_url`` and ``--redis_password_file`` as a ``RedisTarget`` (ValueError if unusable)."""
+    if not opts.redis_url:
+        raise ValueError("--redis_dedup needs --redis_url")
+    from transforms.sinks.redis_alerts import RedisTarget
+
+    return RedisTarget(opts.redis_url, password_file=opts.redis_password_file)
+
+
+def write_redis(outputs: GraphOutputs, opts: PaystreamOptions) -> None:
+    """The Redis seam, beside ``write_outputs``: alerts to Redis when ``--redis_url`` is set."""
+    if not opts.redis_url:
+        return
+    from transforms.sinks.redis_alerts import WriteAlertsToRedis
+
+    outputs.alerts | "Write redis_alerts" >> WriteAlertsToRedis(
+        redis_target(opts),
+        key_prefix=opts.redis_key_prefix,
+        alert_ttl_s=opts.redis_alert_ttl_s,
+        stream_maxlen=opts.redis_stream_maxlen,
+    )
+
+
+def resolve_key_file(opts: PaystreamOptions, remote: bool = False) -> str:
+    """The HMAC key file: the option, or for a local DuckDB run one made beside it.
+
+    ``remote``: the graph is built here and run elsewhere (an application jar): the
+    file exists only where the workers run (a mounted secret), so it is not opened here.
+    """
     if opts.hmac_key_file:
-        if not os.path.exists(opts.hmac_key_file):
+        if not remote and not os.path.exists(opts.hmac_key_file):
             raise ValueError(f"--hmac_key_file {opts.hmac_key_file} does not exist")
         return opts.hmac_key_file
     if not opts.warehouse.startswith("duckdb:"):
@@ -278,7 +315,10 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     options = PipelineOptions(argv)
     opts = options.view_as(PaystreamOptions)
     options.view_as(SetupOptions).save_main_session = False
-    key_path = resolve_key_file(opts)
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    remote = bool(options.view_as(PortableOptions).output_executable_path)
+    key_path = resolve_key_file(opts, remote)
 
     truth: Optional[GroundTruth] = None
     total: Optional[int] = None
@@ -326,9 +366,13 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
                     raise NothingToRead(
                         f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}"
                     )
-            kafka_service = kafka_expansion_service(
-                stack, opts.kafka_expansion_service, opts.kafka_java_worker_address
-            )
+            runner_name = (options.view_as(StandardOptions).runner or "").lower()
+            if runner_name not in ("dataflowrunner", "dataflow"):
+                kafka_service = kafka_expansion_service(
+                    stack, opts.kafka_expansion_service, opts.kafka_java_worker_address
+                )
+            # On Dataflow, Beam's own expansion service and Java container run KafkaIO: Dataflow
+            # workers have the container runtime our local runs lack.
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         raw = read_source(pipeline, opts, kafka_service, plan)
         judge_until_us = None
@@ -336,8 +380,11 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             # A read that stops mid-topic: bursts the stream's watermark would not yet have
             # passed are left to the next run (which replays them, see --kafka_replay_s).
             judge_until_us = plan.last_read_time_ms * 1000 - opts.allowed_lateness_s * 1_000_000
-        outputs = build_graph(raw, opts, key_path=key_path, judge_until_us=judge_until_us)
+        outputs = build_graph(
+            raw, opts, key_path=key_path, judge_until_us=judge_until_us, check_key=not remote
+        )
         write_outputs(outputs, opts.warehouse)
+        write_redis(outputs, opts)
         with Ticker(total=total):
             result = pipeline.run()
             result.wait_until_finish()
