@@ -58,6 +58,9 @@ class ReadPlan:
     # Event time of the last record a run bounded by max_num_records will read, when that is
     # known (one partition): bursts after it are left for the next run to judge.
     last_read_time_ms: Optional[int] = None
+    # Where a bounded run stops, per partition, when that is known (a drain to the end, or
+    # one partition): committed by ``commit_stop_offsets`` once the run has finished.
+    stop_offsets: Optional[Dict[int, int]] = None
 
 
 def _timestamp_at(consumer: Any, topic: str, partition: int, offset: int) -> Optional[int]:
@@ -97,27 +100,59 @@ def plan_read(
         bounds = {tp.partition: consumer.get_watermark_offsets(tp, timeout=15) for tp in parts}
         resumed = any(off >= 0 for off in committed.values())
         start = {p: (committed[p] if committed[p] >= 0 else low) for p, (low, _) in bounds.items()}
-        if not resumed or replay_s <= 0:
-            return ReadPlan(None, sum(high - start[p] for p, (_, high) in bounds.items()), resumed)
-        # The event time of the first record not yet consumed, per partition.
-        times: List[int] = []
-        for p, (_, high) in bounds.items():
-            if start[p] < high:
-                consumer.assign([TopicPartition(topic, p, start[p])])
-                msg = consumer.poll(15)
-                if msg is not None and msg.error() is None:
-                    times.append(msg.timestamp()[1])
-        if not times:
-            return ReadPlan(None, 0, resumed)
-        start_ms = min(times) - int(replay_s * 1000)
-        found = consumer.offsets_for_times(
-            [TopicPartition(topic, tp.partition, start_ms) for tp in parts], timeout=15
-        )
-        total = 0
-        for tp in found:
-            high = bounds[tp.partition][1]
-            total += high - (tp.offset if tp.offset >= 0 else high)
-        return ReadPlan(start_ms, total, resumed)
+        start_ms: Optional[int] = None
+        if resumed and replay_s > 0:
+            # The event time of the first record not yet consumed, per partition.
+            times = [
+                t
+                for p, (_, high) in bounds.items()
+                if start[p] < high and (t := _timestamp_at(consumer, topic, p, start[p])) is not None
+            ]
+            if times:
+                start_ms = min(times) - int(replay_s * 1000)
+                found = consumer.offsets_for_times(
+                    [TopicPartition(topic, tp.partition, start_ms) for tp in parts], timeout=15
+                )
+                start = {
+                    tp.partition: (tp.offset if tp.offset >= 0 else bounds[tp.partition][1]) for tp in found
+                }
+        total = sum(high - start[p] for p, (_, high) in bounds.items())
+        last_ms: Optional[int] = None
+        stops: Optional[Dict[int, int]] = None
+        if max_num_records is None:
+            stops = {p: high for p, (_, high) in bounds.items()}
+        elif len(parts) == 1:
+            p = parts[0].partition
+            stops = {p: min(start[p] + max_num_records, bounds[p][1])}
+            if max_num_records < total:
+                last_ms = _timestamp_at(consumer, topic, p, start[p] + max_num_records - 1)
+        return ReadPlan(start_ms, total, resumed, last_ms, stops)
+    finally:
+        consumer.close()
+
+
+def commit_stop_offsets(bootstrap_servers: str, topic: str, group_id: str, plan: ReadPlan) -> None:
+    """After a bounded run has finished, commit where it stopped (never moving a group back).
+
+    KafkaIO commits on bundle finalisation, asynchronously: the last commit of a bounded run
+    can be lost when the pipeline ends first (seen in CI: a drained group later resumed 600
+    records early). The run's sinks have written everything by now, so this commit is safe.
+    """
+    if not plan.stop_offsets:
+        return
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": group_id, "enable.auto.commit": False}
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(plan.stop_offsets)]
+        current = {tp.partition: tp.offset for tp in _committed(consumer, parts)}
+        ahead = [
+            TopicPartition(topic, p, off) for p, off in plan.stop_offsets.items() if off > current.get(p, -1)
+        ]
+        if ahead:
+            consumer.commit(offsets=ahead, asynchronous=False)
     finally:
         consumer.close()
 

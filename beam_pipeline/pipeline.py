@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline.kafka import KafkaPayloads, ReadPlan, plan_read
+from beam_pipeline.kafka import KafkaPayloads, ReadPlan, commit_stop_offsets, plan_read
 from beam_pipeline.kafka import expansion_service as kafka_expansion_service
 from beam_pipeline.options import PaystreamOptions
 from beam_pipeline.sources import FileLines, SimulatedPayloads
@@ -388,6 +388,10 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         with Ticker(total=total):
             result = pipeline.run()
             result.wait_until_finish()
+        if plan is not None and (opts.kafka_until_end or opts.kafka_max_num_records):
+            commit_stop_offsets(
+                opts.kafka_bootstrap_servers, opts.kafka_topic, opts.kafka_consumer_group, plan
+            )
     elapsed = time.monotonic() - started
     if opts.metrics_port is not None and opts.metrics_linger_s > 0:
         time.sleep(opts.metrics_linger_s)  # let a scraper collect the final values

@@ -361,3 +361,18 @@ def test_stream_and_batch_give_the_same_alert_id(impl: str) -> None:
     with TestPipeline(options=options) as p:
         ids = p | _stream(events) | VelocityFraud(impl=impl) | beam.Map(lambda a: a.alert_id)
         assert_that(ids, equal_to([batch_alert.alert_id]))
+
+
+@IMPLS
+def test_bursts_after_the_judging_horizon_are_left_for_the_next_run(impl: str) -> None:
+    """A bounded read that stops mid-stream judges only what a watermark would have passed."""
+    txns = [txn("a", t, i) for i, t in enumerate([0, 10, 20, 300, 305, 310])]
+    with TestPipeline() as p:
+        alerts = (
+            p
+            | beam.Create(txns)
+            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
+            | VelocityFraud(impl=impl, judge_until_us=(T0 + 100) * US)
+            | beam.Map(lambda a: a.transaction_ids)
+        )
+        assert_that(alerts, equal_to([("a-0", "a-1", "a-2")]))
