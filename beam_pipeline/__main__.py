@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import List, Optional
 
@@ -32,8 +33,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     from beam_pipeline.pipeline import NothingToRead, run
 
+    # A streaming run ends when it is stopped: SIGTERM (Kubernetes, a supervisor) stops it
+    # like Ctrl-C, cancelling the job so the runner's subprocesses are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run(args)
+    except KeyboardInterrupt:
+        print("paystream: stopped", file=sys.stderr)
+        return 130
     except NothingToRead as err:
         print(f"paystream: nothing to read: {err}")
         return 0

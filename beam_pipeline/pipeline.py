@@ -387,7 +387,12 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         write_redis(outputs, opts)
         with Ticker(total=total):
             result = pipeline.run()
-            result.wait_until_finish()
+            try:
+                result.wait_until_finish()
+            except KeyboardInterrupt:
+                with contextlib.suppress(Exception):  # best effort: the runner may be gone already
+                    result.cancel()
+                raise
         if plan is not None and (opts.kafka_until_end or opts.kafka_max_num_records):
             commit_stop_offsets(
                 opts.kafka_bootstrap_servers, opts.kafka_topic, opts.kafka_consumer_group, plan
