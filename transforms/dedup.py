@@ -25,10 +25,11 @@ from transforms import telemetry
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import mask_email, mask_pan, mask_phone
 
-__all__ = ["DeduplicateTransactions"]
+__all__ = ["DeduplicateTransactions", "masked_summary"]
 
 
-def _masked_summary(txn: Transaction) -> str:
+def masked_summary(txn: Transaction) -> str:
+    """A PII-masked JSON summary of a payment, for dead letters of the dedup steps."""
     return json.dumps(
         {
             "transaction_id": txn.transaction_id,
@@ -77,7 +78,7 @@ class _DedupFn(beam.DoFn):
                     "conflicting_duplicate",
                     "transaction_id seen before with different content",
                     txn.source,
-                    _masked_summary(txn),
+                    masked_summary(txn),
                     txn.transaction_id,
                 ),
             )

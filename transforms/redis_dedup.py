@@ -58,7 +58,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas.records import Transaction
 from transforms import telemetry
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.dedup import _masked_summary
+from transforms.dedup import masked_summary
 from transforms.sinks.redis_alerts import DEFAULT_RETRY_BUDGET_S, RedisTarget, call_with_backoff
 
 __all__ = ["RedisDeduplicate", "Verdict", "dedup_value", "judge"]
@@ -168,7 +168,7 @@ class _RedisDedupFn(beam.DoFn):
                     "conflicting_duplicate",
                     "transaction_id seen in an earlier run with different content",
                     txn.source,
-                    _masked_summary(txn),
+                    masked_summary(txn),
                     txn.transaction_id,
                 )
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter, timestamp, (window,)))
