@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.records import MaskedTransaction, SourceRef, Transaction
+from simulator.generator import luhn_complete
 from transforms.masking import (
     MaskPII,
     Tokenizer,
@@ -25,7 +26,6 @@ from transforms.masking import (
     mask_transaction,
     masked_payload_text,
 )
-from transforms.parse import luhn_valid
 
 KEY = bytes(range(32))
 
@@ -146,17 +146,10 @@ def test_maskpii_needs_exactly_one_key_source() -> None:
 # --- properties -------------------------------------------------------------------------
 
 
-def _luhn_complete(prefix: str) -> str:
-    for d in "0123456789":
-        if luhn_valid(prefix + d):
-            return prefix + d
-    raise AssertionError("unreachable")
-
-
 cards = (
     st.integers(min_value=11, max_value=18)
     .flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n))
-    .map(_luhn_complete)
+    .map(luhn_complete)
 )
 emails = st.from_regex(r"[a-z][a-z0-9.]{0,15}@[a-z]{2,10}\.(com|org|net)", fullmatch=True)
 phones = st.from_regex(r"\+[1-9]\d{0,2}-\d{2,3}-\d{3}-\d{4}", fullmatch=True)

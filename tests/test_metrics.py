@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from beam_pipeline.local_kafka import free_port
 from transforms import telemetry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,18 +103,10 @@ def test_metric_names_follow_prometheus_conventions() -> None:
             assert full.endswith("_seconds")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_flink_worker_pool_serves_the_pipelines_metrics(tmp_path: Any) -> None:
     """On Flink the Python code runs in the SDK worker pool: its /metrics has the pipeline's counters."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    service_port, metrics_port = _free_port(), _free_port()
+    service_port, metrics_port = free_port(), free_port()
     worker = subprocess.Popen(
         [
             sys.executable,

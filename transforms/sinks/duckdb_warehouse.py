@@ -49,13 +49,6 @@ def connect(path: str) -> duckdb.DuckDBPyConnection:
         return conn
 
 
-def close_all() -> None:
-    with _LOCK:
-        for conn in _CONNECTIONS.values():
-            conn.close()
-        _CONNECTIONS.clear()
-
-
 def _insert_sql(table: str, relation: str) -> str:
     spec = TABLES[table]
     casts = ", ".join(f"CAST({f.name} AS {duckdb_type(f)}) AS {f.name}" for f in spec.fields)
