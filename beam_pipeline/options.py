@@ -107,6 +107,20 @@ class PaystreamOptions(PipelineOptions):
             "state (state); auto: state on the DirectRunner, windows elsewhere",
         )
         proc.add_argument(
+            "--execution_mode",
+            choices=("auto", "batch", "stream"),
+            default="auto",
+            help="how the keyed steps (dedup, enrich, velocity) run: stream = per-key state and "
+            "event-time timers; batch = a bounded input grouped into shards and processed per shard "
+            "(same results); auto = batch for a bounded source in a batch run",
+        )
+        proc.add_argument(
+            "--batch_shards",
+            type=int,
+            default=64,
+            help="shards of the batch path: each holds the records of its keys in memory at once",
+        )
+        proc.add_argument(
             "--allowed_lateness_s",
             type=int,
             default=10,

@@ -34,6 +34,7 @@ from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
 from simulator.generator import GeneratorConfig
 from transforms import telemetry
+from transforms.batching import use_batch
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
@@ -81,9 +82,17 @@ def build_graph(
     judge_until_us: Optional[int] = None,
     check_key: bool = True,
 ) -> GraphOutputs:
-    """Raw payloads -> enriched rows, alerts, dead letters."""
+    """Raw payloads -> enriched rows, alerts, dead letters.
+
+    The keyed steps take their batch path (``transforms/batching.py``) when
+    ``--execution_mode`` resolves to batch: a bounded source in a batch run.
+    """
+    batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
+    shards = opts.batch_shards
     parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
-    unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(horizon_s=opts.dedup_horizon_s)
+    unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(
+        horizon_s=opts.dedup_horizon_s, batch=batch, shards=shards
+    )
     kept = unique.unique
     dead_parts = [parsed[DEAD_LETTER_TAG], unique[DEAD_LETTER_TAG]]
     if opts.redis_dedup:  # across restarts too: see transforms/redis_dedup.py for what it keeps
@@ -95,7 +104,9 @@ def build_graph(
         kept = seen.unique
         dead_parts.append(seen[DEAD_LETTER_TAG])
     masked = kept | "MaskPII" >> MaskPII(key=key, key_path=key_path, check_key=check_key)
-    enriched = masked | "Enrich" >> EnrichFeatures(history_ttl_s=opts.history_ttl_s)
+    enriched = masked | "Enrich" >> EnrichFeatures(
+        history_ttl_s=opts.history_ttl_s, batch=batch, shards=shards
+    )
     alerts = masked | "VelocityFraud" >> VelocityFraud(
         threshold=opts.velocity_threshold,
         size_s=opts.velocity_window_s,
@@ -103,6 +114,8 @@ def build_graph(
         allowed_lateness_s=opts.allowed_lateness_s,
         impl=velocity_impl(opts),
         judge_until_us=judge_until_us,
+        batch=batch,
+        shards=shards,
     )
     dead = tuple(dead_parts) | "DeadLetters" >> beam.Flatten()
     return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)

@@ -12,20 +12,22 @@ would hide a producer bug.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import Transaction
 from transforms import telemetry
+from transforms.batching import DEFAULT_SHARDS, GroupIntoShards
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import mask_email, mask_pan, mask_phone
 
-__all__ = ["DeduplicateTransactions", "masked_summary"]
+__all__ = ["DeduplicateTransactions", "first_copies", "masked_summary"]
 
 
 def masked_summary(txn: Transaction) -> str:
@@ -44,6 +46,59 @@ def masked_summary(txn: Transaction) -> str:
         },
         sort_keys=True,
     )
+
+
+def _conflict(txn: Transaction) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(
+        DEAD_LETTER_TAG,
+        make_dead_letter(
+            "dedup",
+            "conflicting_duplicate",
+            "transaction_id seen before with different content",
+            txn.source,
+            masked_summary(txn),
+            txn.transaction_id,
+        ),
+    )
+
+
+def _source_order(txn: Transaction) -> Tuple[str, int, int]:
+    return (txn.source.topic, txn.source.partition, txn.source.offset)
+
+
+def first_copies(records: List[Transaction]) -> Tuple[List[Transaction], int, List[Transaction]]:
+    """(first copies, exact duplicates dropped, conflicting copies), in source order.
+
+    The first copy of an id is the earliest in its source (Kafka partition and
+    offset, or file and line): in a batch run that is the order a streaming run
+    would have read them in.
+    """
+    seen: Dict[str, str] = {}
+    kept: List[Transaction] = []
+    conflicts: List[Transaction] = []
+    duplicates = 0
+    for txn in sorted(records, key=_source_order):
+        first = seen.get(txn.transaction_id)
+        if first is None:
+            seen[txn.transaction_id] = txn.fingerprint
+            kept.append(txn)
+        elif first == txn.fingerprint:
+            duplicates += 1
+        else:
+            conflicts.append(txn)
+    return kept, duplicates, conflicts
+
+
+def _dedup_shard(shard: Tuple[int, List[Transaction]]) -> Iterable[object]:
+    kept, duplicates, conflicts = first_copies(shard[1])
+    telemetry.count("payments_unique", len(kept))
+    telemetry.count("duplicates_dropped", duplicates)
+    if conflicts:
+        telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
+    for txn in kept:
+        yield TimestampedValue(txn, Timestamp(micros=txn.event_time_us))
+    for txn in conflicts:
+        yield _conflict(txn)
 
 
 class _DedupFn(beam.DoFn):
@@ -71,17 +126,7 @@ class _DedupFn(beam.DoFn):
             telemetry.count("duplicates_dropped")
         else:
             telemetry.count("dead_letters", stage="dedup", reason="conflicting_duplicate")
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    "dedup",
-                    "conflicting_duplicate",
-                    "transaction_id seen before with different content",
-                    txn.source,
-                    masked_summary(txn),
-                    txn.transaction_id,
-                ),
-            )
+            yield _conflict(txn)
 
     @on_timer(EXPIRY)
     def expire(self, seen: Any = beam.DoFn.StateParam(SEEN)) -> None:
@@ -89,15 +134,36 @@ class _DedupFn(beam.DoFn):
 
 
 class DeduplicateTransactions(beam.PTransform):
-    """``Transaction`` -> unique ``Transaction`` (main) and conflicts (``dead_letter``)."""
+    """``Transaction`` -> unique ``Transaction`` (main) and conflicts (``dead_letter``).
 
-    def __init__(self, horizon_s: float = 600.0, label: Optional[str] = None) -> None:
+    ``batch``: the input is bounded and complete (see ``transforms/batching.py``):
+    ids are grouped in ``shards`` lists and de-duplicated with ``first_copies``,
+    which is what the stateful path gives once a batch run's timers fire at its end.
+    """
+
+    def __init__(
+        self,
+        horizon_s: float = 600.0,
+        batch: bool = False,
+        shards: int = DEFAULT_SHARDS,
+        label: Optional[str] = None,
+    ) -> None:
         super().__init__(label)
         if horizon_s <= 0:
             raise ValueError("horizon_s must be > 0")
         self._horizon_s = horizon_s
+        self._batch = batch
+        self._shards = shards
 
     def expand(self, pcoll: beam.PCollection[Transaction]) -> beam.pvalue.DoOutputsTuple:
+        if self._batch:
+            if not pcoll.is_bounded:
+                raise ValueError("the batch path of DeduplicateTransactions needs a bounded input")
+            return (
+                pcoll
+                | "ShardById" >> GroupIntoShards(lambda t: t.transaction_id, self._shards)
+                | "FirstCopies" >> beam.FlatMap(_dedup_shard).with_outputs(DEAD_LETTER_TAG, main="unique")
+            )
         return (
             pcoll
             | "KeyByTransactionId"

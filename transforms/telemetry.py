@@ -85,18 +85,43 @@ def _beam_name(name: str, labels: Dict[str, str]) -> str:
     return name if not labels else name + "." + ".".join(labels[k] for k in sorted(labels))
 
 
+# (name, labels) -> (Beam metric, Prometheus child or None). Beam's delegating metrics
+# find the current step's container on each update, so one object serves every step;
+# looking them up per record cost more than the step's own work.
+_HANDLES: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Tuple[Any, Any]] = {}
+
+
+def _handle(name: str, labels: Dict[str, str]) -> Tuple[Any, Any]:
+    key = (name, tuple(sorted(labels.items())))
+    found = _HANDLES.get(key)
+    if found is None:
+        kind = METRICS[name][0]
+        beam_name = _beam_name(name, labels)
+        beam_metric = (
+            Metrics.counter(_NAMESPACE, beam_name)
+            if kind == "counter"
+            else Metrics.distribution(_NAMESPACE, beam_name)
+        )
+        prom = None
+        if registry() is not None:
+            metric = _PROM[name]
+            prom = metric.labels(**labels) if labels else metric
+        found = _HANDLES[key] = (beam_metric, prom)
+    return found
+
+
 def count(name: str, n: int = 1, **labels: str) -> None:
-    Metrics.counter(_NAMESPACE, _beam_name(name, labels)).inc(n)
-    if registry() is not None:
-        metric = _PROM[name]
-        (metric.labels(**labels) if labels else metric).inc(n)
+    beam_metric, prom = _handle(name, labels)
+    beam_metric.inc(n)
+    if prom is not None:
+        prom.inc(n)
 
 
 def observe(name: str, value: float, **labels: str) -> None:
-    Metrics.distribution(_NAMESPACE, _beam_name(name, labels)).update(int(value * 1000))
-    if registry() is not None:
-        metric = _PROM[name]
-        (metric.labels(**labels) if labels else metric).observe(value)
+    beam_metric, prom = _handle(name, labels)
+    beam_metric.update(int(value * 1000))
+    if prom is not None:
+        prom.observe(value)
 
 
 def serve(port: int, host: str = "0.0.0.0") -> Optional[int]:

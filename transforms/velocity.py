@@ -45,16 +45,19 @@ from apache_beam.transforms import trigger as triggers
 from apache_beam.transforms import window as windows
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import FraudAlert, MaskedTransaction
 from transforms import telemetry
+from transforms.batching import DEFAULT_SHARDS, GroupIntoShards
 
 __all__ = [
     "BurstTracker",
     "VelocityFraud",
     "VelocityRule",
     "WindowCount",
+    "judge_bursts",
     "window_starts",
 ]
 
@@ -110,6 +113,11 @@ class WindowCount(NamedTuple):
     earliest: Tuple[TxnRef, ...]  # the ``threshold`` earliest payments in the window
 
 
+def _new_pane(fields: Tuple[int, int, int, Tuple[TxnRef, ...]]) -> WindowCount:
+    """``WindowCount(*fields)`` without the keyword-argument handling (hot path)."""
+    return tuple.__new__(WindowCount, fields)  # type: ignore[arg-type]
+
+
 @dataclass
 class _Alerted:
     first_start_us: int
@@ -133,20 +141,25 @@ class BurstTracker:
         the watermark) don't take it, like Beam's windowing. Returns the panes
         that changed.
         """
+        size_us, threshold = rule.size_us, rule.threshold
+        closed_before = self.watermark_us - rule.allowed_lateness_s * _US - size_us
+        windows = self.windows
         changed = []
-        for start in window_starts(ref[0], rule.size_us, rule.period_us):
-            end = start + rule.size_us
-            if end + rule.allowed_lateness_s * _US <= self.watermark_us:
+        for start in window_starts(ref[0], size_us, rule.period_us):
+            if start <= closed_before:  # end + allowed lateness <= watermark: closed
                 continue
-            known = self.windows.get(start)
+            known = windows.get(start)
             if known is None:
-                pane = WindowCount(start, end, 1, (ref,))
+                pane = _new_pane((start, start + size_us, 1, (ref,)))
             else:
-                earliest = tuple(sorted(known.earliest + (ref,))[: rule.threshold])
-                pane = WindowCount(start, end, known.payments + 1, earliest)
-            self.windows[start] = pane
-            self.max_end_us = max(self.max_end_us, end)
+                earliest = known.earliest
+                if len(earliest) < threshold or ref < earliest[-1]:
+                    earliest = tuple(sorted(earliest + (ref,))[:threshold])
+                pane = _new_pane((start, known.end_us, known.payments + 1, earliest))
+            windows[start] = pane
             changed.append(pane)
+        if changed:
+            self.max_end_us = max(self.max_end_us, changed[0].end_us)
         return changed
 
     def observe(self, pane: WindowCount) -> None:
@@ -228,6 +241,38 @@ class BurstTracker:
     def idle_after_us(self, rule: VelocityRule) -> int:
         """After this event time no window of the account can change any more."""
         return self.max_end_us + rule.allowed_lateness_s * _US + 2 * rule.size_us
+
+
+def judge_bursts(
+    payments: Iterable[Tuple[str, TxnRef]], rule: VelocityRule, judge_until_us: Optional[int] = None
+) -> List[FraudAlert]:
+    """The alerts of a complete input: every account's payments counted, then judged once.
+
+    What the stateful paths give when the watermark passes everything (a batch
+    run): runs are judged up to ``judge_until_us`` (``None``: all of them).
+    """
+    trackers: Dict[str, BurstTracker] = {}
+    for account, ref in payments:
+        tracker = trackers.get(account)
+        if tracker is None:
+            tracker = trackers[account] = BurstTracker()
+        tracker.add_payment(ref, rule)
+    judge = 2**62 if judge_until_us is None else judge_until_us
+    alerts: List[FraudAlert] = []
+    for account in sorted(trackers):
+        alerts.extend(trackers[account].evaluate(account, rule, judge)[0])
+    return alerts
+
+
+class _JudgeShardFn(beam.DoFn):
+    def __init__(self, rule: VelocityRule, judge_until_us: Optional[int]) -> None:
+        self._rule = rule
+        self._judge_until_us = judge_until_us
+
+    def process(self, shard: Tuple[int, List[Tuple[str, TxnRef]]]) -> Iterable[TimestampedValue]:
+        for alert in judge_bursts(shard[1], self._rule, self._judge_until_us):
+            telemetry.count("fraud_alerts")
+            yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
 
 
 class _WindowStatsFn(beam.CombineFn):
@@ -362,13 +407,20 @@ class VelocityFraud(beam.PTransform):
         allowed_lateness_s: int = 10,
         impl: str = "windows",
         judge_until_us: Optional[int] = None,
+        batch: bool = False,
+        shards: int = DEFAULT_SHARDS,
         label: Optional[str] = None,
     ) -> None:
         """``judge_until_us``: for a run that stops in the middle of a stream (a bounded
         Kafka read), the event time after which bursts are not judged at its end: the
         next run, which replays from before that time, judges them with all their
-        payments. ``None``: the input is complete, judge everything."""
+        payments. ``None``: the input is complete, judge everything.
+
+        ``batch``: the input is bounded and complete; accounts are grouped in ``shards``
+        lists and judged with ``judge_bursts`` (``impl`` is then not used)."""
         super().__init__(label)
+        self._batch = batch
+        self._shards = shards
         self._rule = VelocityRule(threshold, size_s, period_s, allowed_lateness_s)
         self._judge_until_us = judge_until_us
         if impl not in IMPLEMENTATIONS:
@@ -384,6 +436,15 @@ class VelocityFraud(beam.PTransform):
         keyed = pcoll | "KeyByAccount" >> beam.Map(
             lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
         ).with_output_types(Tuple[str, Tuple[int, str]])
+        if self._batch:
+            if not pcoll.is_bounded:
+                raise ValueError("the batch path of VelocityFraud needs a bounded input")
+            return (
+                keyed
+                | "ShardByAccount" >> GroupIntoShards(lambda kv: kv[0], self._shards)
+                | "JudgeBursts"
+                >> beam.ParDo(_JudgeShardFn(rule, self._judge_until_us)).with_output_types(FraudAlert)
+            )
         if self._impl == "state":
             return keyed | "CountAndRaise" >> beam.ParDo(
                 _CountAndRaiseFn(rule, self._judge_until_us)

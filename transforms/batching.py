@@ -1,0 +1,96 @@
+"""Bounded inputs: a key's records through one shuffle, not one state access each.
+
+A step that needs all the records of a key (dedup per transaction id,
+features and velocity per account) keeps per-key state in a streaming run.
+On a bounded input in batch mode the runner only fires the timers once the
+input is exhausted, so the same result comes from having all of a key's
+records at once. ``GroupIntoShards`` hashes each key to one of ``shards``
+groups and collects each group into a list with a ``CombinePerKey``. Runners
+lift the combine: records are appended to a list per shard inside each
+bundle, and the shuffle moves a few large pickled lists instead of one
+element per record. The step after it runs plain code per shard (the same
+functions the streaming path calls), so the two paths cannot drift apart;
+``tests/test_batch_paths.py`` checks that they agree.
+
+``use_batch`` decides, once per graph, which path a transform expands to.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable, Generic, Iterable, List, Optional, Tuple, TypeVar
+
+import apache_beam as beam
+from apache_beam.coders import Coder, PickleCoder
+
+__all__ = ["DEFAULT_SHARDS", "EXECUTION_MODES", "GroupIntoShards", "shard_of", "use_batch"]
+
+T = TypeVar("T")
+
+DEFAULT_SHARDS = 64
+EXECUTION_MODES = ("auto", "batch", "stream")
+
+
+def shard_of(key: str, shards: int) -> int:
+    """A stable shard for ``key`` (the same in every process, unlike ``hash``)."""
+    return zlib.crc32(key.encode("utf-8")) % shards
+
+
+def use_batch(pcoll: beam.PCollection, mode: str, streaming: bool) -> bool:
+    """Whether a keyed step takes its batch path: ``auto`` means a bounded input in a batch run."""
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"execution mode must be one of {EXECUTION_MODES}, not {mode!r}")
+    if mode == "batch":
+        if not pcoll.is_bounded:
+            raise ValueError("the batch path needs a bounded input")
+        return True
+    if mode == "stream":
+        return False
+    return bool(pcoll.is_bounded) and not streaming
+
+
+class _CollectFn(beam.CombineFn, Generic[T]):
+    """Appends records to a list; lists are pickled whole through the shuffle."""
+
+    def create_accumulator(self) -> List[T]:
+        return []
+
+    def add_input(self, acc: List[T], element: T) -> List[T]:
+        acc.append(element)
+        return acc
+
+    def add_inputs(self, acc: List[T], elements: Iterable[T]) -> List[T]:
+        acc.extend(elements)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[List[T]]) -> List[T]:
+        merged: List[T] = []
+        for acc in accs:
+            merged.extend(acc)
+        return merged
+
+    def extract_output(self, acc: List[T]) -> List[T]:
+        return acc
+
+    def get_accumulator_coder(self) -> Coder:
+        return PickleCoder()
+
+
+class GroupIntoShards(beam.PTransform):
+    """``T`` -> ``(shard, [T, ...])``: every record of a key lands in the same shard's list."""
+
+    def __init__(self, key: Callable[[Any], str], shards: int = DEFAULT_SHARDS, label: Optional[str] = None):
+        super().__init__(label)
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self._key = key
+        self._shards = shards
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection[Tuple[int, List[Any]]]:
+        key, shards = self._key, self._shards
+        return (
+            pcoll
+            | "KeyByShard"
+            >> beam.Map(lambda r: (shard_of(key(r), shards), r)).with_output_types(Tuple[int, Any])
+            | "Collect" >> beam.CombinePerKey(_CollectFn()).with_output_types(Tuple[int, List[Any]])
+        )
