@@ -76,7 +76,7 @@ SINK_STAGE = "sink"
 REJECTED_REASON = "bigquery_rejected"
 _MESSAGE_LIMIT = 1024
 _SHARDS_PER_TABLE = 50
-_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,98}[a-z0-9]$")  # GCP ids, domain-scoped ones, emulator names
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _ENDPOINT = re.compile(r"^https?://[^/\s]+$")
 
