@@ -9,11 +9,13 @@ install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 
 # Java pieces for Kafka and Flink (broker, Beam expansion service, Flink job server) from
-# Maven Central with mvn, and Go tools (kustomize) from the module proxy, into .cache/.
+# Maven Central with mvn, Go tools (kustomize) from the module proxy, and the BigQuery
+# emulator in its own virtualenv, into .cache/.
 deps:
 	$(PYTHON) scripts/kafka_local.py fetch
 	bash scripts/go_tools.sh
 	bash terraform/tools.sh
+	PYTHON=$(PYTHON) bash scripts/bqemulator.sh
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -3,6 +3,7 @@
 from setuptools import find_packages, setup
 
 BEAM = "apache-beam[gcp]>=2.77.0,<2.78"
+BIGQUERY = "google-cloud-bigquery>=3.20,<4"  # the BigQuery sink's streaming inserts; the tests read with it
 
 setup(
     name="paystream",
@@ -21,7 +22,7 @@ setup(
         "pyarrow>=14",
     ],
     extras_require={
-        "gcp": ["google-cloud-bigquery>=3.20,<4"],
+        "gcp": [BIGQUERY],
         "redis": ["redis>=5,<9"],
         "kafka": ["confluent-kafka>=2.4,<3"],
         "metrics": ["prometheus-client>=0.20,<1"],
@@ -38,6 +39,7 @@ setup(
             "yamllint>=1.35",
             "python-hcl2>=8.1,<9",
             "redis>=5,<9",
+            BIGQUERY,
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },

@@ -177,7 +177,35 @@ class PaystreamOptions(PipelineOptions):
         out.add_argument(
             "--warehouse",
             default=DEFAULT_WAREHOUSE,
-            help="where rows go: duckdb:PATH (default %(default)s)",
+            help="where rows go: duckdb:PATH or bigquery:PROJECT:DATASET (default %(default)s)",
+        )
+
+        bq = parser.add_argument_group("bigquery")
+        bq.add_argument(
+            "--bq_write_method",
+            choices=("STREAMING_INSERTS", "STORAGE_WRITE_API"),
+            default="STREAMING_INSERTS",
+            help="how rows reach BigQuery: STREAMING_INSERTS (insert ids = primary keys; default) or "
+            "STORAGE_WRITE_API (a Java cross-language transform: Dataflow, not the emulator)",
+        )
+        bq.add_argument(
+            "--bq_triggering_frequency_s",
+            type=float,
+            default=None,
+            help="flush batched streaming inserts at least this often, seconds (off: one shuffle "
+            "per bundle); the commit interval of STORAGE_WRITE_API in streaming runs",
+        )
+        bq.add_argument(
+            "--bq_batch_size",
+            type=int,
+            default=500,
+            help="rows per streaming insert request (default 500, at most 10000)",
+        )
+        bq.add_argument(
+            "--bq_emulator_host",
+            default=None,
+            help="HOST:PORT (or http://HOST:PORT) of a BigQuery emulator to write to instead of "
+            "BigQuery, e.g. the bqemulator of scripts/bqemulator.sh (tests, local runs)",
         )
         out.add_argument(
             "--summary",

@@ -213,8 +213,11 @@ def to_rows(outputs: GraphOutputs) -> Dict[str, beam.PCollection[Dict[str, Any]]
     }
 
 
-def write_outputs(outputs: GraphOutputs, warehouse: str) -> None:
-    """The sink seam: every warehouse kind takes the same three row collections."""
+def write_outputs(outputs: GraphOutputs, warehouse: str, opts: Optional[PaystreamOptions] = None) -> None:
+    """The sink seam: every warehouse kind takes the same three row collections.
+
+    ``opts`` carries the BigQuery settings (``--bq_*``); without it BigQuery gets the defaults.
+    """
     rows = to_rows(outputs)
     if warehouse.startswith("duckdb:"):
         from transforms.sinks.duckdb_warehouse import WriteToDuckDB, parse_duckdb_target
@@ -223,7 +226,20 @@ def write_outputs(outputs: GraphOutputs, warehouse: str) -> None:
         for table, pcoll in rows.items():
             pcoll | f"Write {table}" >> WriteToDuckDB(path, table)
         return
-    raise ValueError(f"unknown --warehouse {warehouse!r}; supported: duckdb:PATH")
+    if warehouse.startswith("bigquery:"):
+        from transforms.sinks.bigquery import WriteToBigQueryWarehouse, emulator_client, parse_bigquery_target
+
+        target = parse_bigquery_target(warehouse)
+        bq = opts if opts is not None else PipelineOptions([]).view_as(PaystreamOptions)
+        rows | "Write bigquery" >> WriteToBigQueryWarehouse(
+            target,
+            method=bq.bq_write_method,
+            triggering_frequency_s=bq.bq_triggering_frequency_s,
+            batch_size=bq.bq_batch_size,
+            test_client=emulator_client(bq.bq_emulator_host, target.project),
+        )
+        return
+    raise ValueError(f"unknown --warehouse {warehouse!r}; supported: duckdb:PATH, bigquery:PROJECT:DATASET")
 
 
 def redis_target(opts: PaystreamOptions) -> Any:
@@ -396,7 +412,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         outputs = build_graph(
             raw, opts, key_path=key_path, judge_until_us=judge_until_us, check_key=not remote
         )
-        write_outputs(outputs, opts.warehouse)
+        write_outputs(outputs, opts.warehouse, opts)
         write_redis(outputs, opts)
         with Ticker(total=total):
             result = pipeline.run()

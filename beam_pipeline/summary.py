@@ -186,5 +186,8 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
             f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
             '"SELECT * FROM v_dead_letters_by_reason"\n'
         )
+    elif s.get("warehouse", "").startswith("bigquery:"):
+        w("--- results ---\n")
+        w(f"warehouse           {s['warehouse']}\n")
     w("\n")
     out.flush()
