@@ -1,19 +1,26 @@
 """Throughput of the paystream graph beside a plain-Python reference and a textbook Beam graph.
 
     python -m bench.throughput [--events 200000] [--accounts 10000] [--skip-textbook]
+                               [--stream-events 5000] [--flink-events 50000]
 
 One generated input (5 % duplicates, 1 % malformed, injected bursts), written once to a
-JSON-lines file, read by every variant, each in its own process (so peak memory is its own):
+JSON-lines file, read by every variant, each in its own process (so peak memory and CPU
+time are its own):
 
-  (a) reference  the same logic in a plain Python loop: our validator, a set for dedup, our
+  (a) reference  the same logic in a plain Python loop: our validator, a dict for dedup, our
                  masking, features in event-time order, the velocity rule (``BurstTracker``)
                  over hand-computed sliding windows: the limit;
   (b) textbook   Beam: ReadFromText -> Map(parse+mask) -> GroupByKey dedup ->
                  WindowInto(SlidingWindows(60, 5)) -> CombinePerKey(count): the baseline;
-  (c) paystream  ``python -m beam_pipeline --source=file`` on the DirectRunner (batch).
+  (c) paystream  ``python -m beam_pipeline --source=file`` as a user runs it, writing the
+                 DuckDB warehouse: on the DirectRunner in batch (the keyed steps take their
+                 batch paths) and in streaming mode (``--streaming``: per-key state and
+                 timers), and on local Flink with parallelism 2.
 
-Prints payments/s, the ratio to (a) and (b), peak RSS; asserts that (a) and (c) agree on the
-stored payments, the dead letters and every alert id; writes bench/results/throughput.json.
+Prints payments/s, the ratio to (a) and (b), CPU seconds and peak RSS; asserts that every
+paystream run stores the same payments, dead letters, duplicates and alert ids as (a) on
+the same input; writes bench/results/throughput.json. Alert latency in streaming runs is
+measured by ``python -m bench.alert_latency``.
 """
 
 from __future__ import annotations
@@ -130,15 +137,26 @@ def textbook(path: str) -> Dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
-def paystream(path: str, workdir: str) -> Dict[str, Any]:
-    """(c) our graph, as a user runs it."""
+VARIANT_ARGS: Dict[str, List[str]] = {
+    "batch": [],
+    "stream": ["--streaming"],
+    "flink": ["--runner=FlinkRunner", "--parallelism=2"],
+}
+
+
+def paystream(path: str, workdir: str, variant: str) -> Dict[str, Any]:
+    """(c) our graph, as a user runs it: ``python -m beam_pipeline --source=file``."""
     import duckdb
 
-    warehouse = os.path.join(workdir, "bench.duckdb")
-    summary = os.path.join(workdir, "summary.json")
+    warehouse = os.path.join(workdir, f"{variant}.duckdb")
+    summary = os.path.join(workdir, f"{variant}-summary.json")
+    key = os.path.join(workdir, "hmac.key")
+    if not os.path.exists(key):
+        with open(key, "w", encoding="utf-8") as handle:
+            handle.write("6b" * 32)
     env = dict(os.environ, PYTHONPATH=ROOT)
     started = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -146,16 +164,20 @@ def paystream(path: str, workdir: str) -> Dict[str, Any]:
             "--source=file",
             f"--input={path}",
             f"--warehouse=duckdb:{warehouse}",
+            f"--hmac_key_file={key}",
             f"--summary_json={summary}",
             "--no_summary",
+            *VARIANT_ARGS[variant],
         ],
-        check=True,
         env=env,
         cwd=workdir,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"paystream {variant} failed:\n{proc.stderr[-3000:]}")
     conn = duckdb.connect(warehouse, read_only=True)
     try:
         stored = conn.execute("SELECT count(*) FROM payment_transactions").fetchone()[0]
@@ -175,25 +197,23 @@ def paystream(path: str, workdir: str) -> Dict[str, Any]:
 
 
 def _child(variant: str, path: str, workdir: str, out: str) -> None:
-    result = {
-        "reference": lambda: reference(path),
-        "textbook": lambda: textbook(path),
-        "paystream": lambda: paystream(path, workdir),
-    }[variant]()
-    result["peak_rss_mb"] = (
-        max(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-        )
-        / 1024
-    )
+    if variant == "reference":
+        result = reference(path)
+    elif variant == "textbook":
+        result = textbook(path)
+    else:
+        result = paystream(path, workdir, variant)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_seconds"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    result["peak_rss_mb"] = max(own.ru_maxrss, children.ru_maxrss) / 1024
     with open(out, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
 
-def run_variant(variant: str, path: str, workdir: str) -> Dict[str, Any]:
-    out = os.path.join(workdir, f"{variant}.json")
-    print(f"  running {variant} ...", flush=True)
+def run_variant(variant: str, path: str, workdir: str, events: int) -> Dict[str, Any]:
+    out = os.path.join(workdir, f"{variant}-{events}.json")
+    print(f"  running {variant} on {events:,} payments ...", flush=True)
     subprocess.run(
         [
             sys.executable,
@@ -212,13 +232,34 @@ def run_variant(variant: str, path: str, workdir: str) -> Dict[str, Any]:
         cwd=ROOT,
     )
     with open(out, encoding="utf-8") as handle:
-        return json.load(handle)
+        result = json.load(handle)
+    result["events"] = events
+    result["rate"] = events / result["seconds"]
+    print(
+        f"    {result['rate']:,.0f} payments/s ({result['seconds']:.1f} s, {result['cpu_seconds']:.1f} CPU s)"
+    )
+    return result
+
+
+def _write_input(path: str, payloads: List[bytes]) -> None:
+    with open(path, "wb") as handle:
+        for payload in payloads:
+            handle.write(payload + b"\n")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument(
+        "--stream-events",
+        type=int,
+        default=5_000,
+        help="payments for the streaming DirectRunner run (it manages hundreds per second); 0: skip",
+    )
+    parser.add_argument(
+        "--flink-events", type=int, default=50_000, help="payments for the local Flink run; 0: skip"
+    )
     parser.add_argument("--skip-textbook", action="store_true", help="the baseline takes minutes at 200k")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "throughput.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -232,37 +273,69 @@ def main(argv: Optional[List[str]] = None) -> int:
     from simulator.generator import GeneratorConfig, generate
 
     workdir = tempfile.mkdtemp(prefix="paystream-bench-")
-    path = os.path.join(workdir, "payments.jsonl")
     records, truth = generate(
         GeneratorConfig(num_events=args.events, accounts=args.accounts, include_oversized=False)
     )
-    with open(path, "wb") as handle:
-        for r in records:
-            handle.write(r.payload + b"\n")
+    payloads = [r.payload for r in records]
+    inputs: Dict[int, str] = {}
+    for n in {args.events, args.stream_events, args.flink_events} - {0}:
+        n = min(n, args.events)
+        inputs[n] = os.path.join(workdir, f"payments-{n}.jsonl")
+        _write_input(inputs[n], payloads[:n])
     print(
-        f"input: {args.events:,} payments, {args.accounts:,} accounts, {len(truth.bursts)} bursts -> {path}"
+        f"input: {args.events:,} payments, {args.accounts:,} accounts, {len(truth.bursts)} bursts, "
+        f"5 % duplicates, 1 % malformed -> {workdir}"
     )
+    plan = [("reference", args.events), ("batch", args.events)]
+    if not args.skip_textbook:
+        plan.append(("textbook", args.events))
+    for variant, n in (("stream", args.stream_events), ("flink", args.flink_events)):
+        if n:
+            plan.append((variant, min(n, args.events)))
     results: Dict[str, Dict[str, Any]] = {}
-    for variant in ("reference", "paystream") + (() if args.skip_textbook else ("textbook",)):
-        results[variant] = run_variant(variant, path, workdir)
+    for variant, n in plan:
+        results[variant] = run_variant(variant, inputs[n], workdir, n)
+    # Same results: each paystream run against the reference on the same input.
+    references: Dict[int, Dict[str, Any]] = {args.events: results["reference"]}
+    for variant, n in plan:
+        if variant in ("reference", "textbook"):
+            continue
+        if n not in references:
+            references[n] = run_variant("reference", inputs[n], workdir, n)
+        ref, ours = references[n], results[variant]
+        for key in ("stored", "dead_letters", "duplicates", "alert_ids"):
+            if ref[key] != ours[key]:
+                raise AssertionError(f"reference and paystream {variant} differ on {key} ({n:,} payments)")
+    assert len(results["batch"]["alert_ids"]) == len(truth.bursts)
 
-    ref, ours = results["reference"], results["paystream"]
-    for key in ("stored", "dead_letters", "duplicates", "alert_ids"):
-        assert ref[key] == ours[key], f"reference and paystream differ on {key}"
-    assert len(ours["alert_ids"]) == len(truth.bursts)
-
+    ref_rate = results["reference"]["rate"]
+    tb_rate = results["textbook"]["rate"] if "textbook" in results else float("nan")
     print()
-    print(f"{'variant':<12}{'payments/s':>12}{'vs reference':>14}{'vs textbook':>13}{'peak RSS MB':>13}")
-    for name, r in results.items():
-        rate = args.events / r["seconds"]
-        vs_ref = rate / (args.events / ref["seconds"])
-        vs_tb = (
-            (rate / (args.events / results["textbook"]["seconds"])) if "textbook" in results else float("nan")
-        )
-        print(f"{name:<12}{rate:>12,.0f}{vs_ref:>13.1%}{vs_tb:>12.1f}x{r['peak_rss_mb']:>13,.0f}")
     print(
-        f"\nsame results: {ours['stored']:,} payments, {ours['dead_letters']} dead letters, "
-        f"{ours['duplicates']:,} duplicates, {len(ours['alert_ids'])} alerts (= bursts) in (a) and (c)"
+        f"{'variant':<24}{'payments':>10}{'payments/s':>12}{'vs reference':>14}{'vs textbook':>13}"
+        f"{'CPU s':>9}{'peak RSS MB':>13}"
+    )
+    labels = {
+        "reference": "reference (plain Python)",
+        "textbook": "textbook Beam graph",
+        "batch": "paystream, batch",
+        "stream": "paystream, streaming",
+        "flink": "paystream, Flink p=2",
+    }
+    for name, r in results.items():
+        print(
+            f"{labels[name]:<24}{r['events']:>10,}{r['rate']:>12,.0f}{r['rate'] / ref_rate:>13.1%}"
+            f"{r['rate'] / tb_rate:>12.1f}x{r['cpu_seconds']:>9.1f}{r['peak_rss_mb']:>13,.0f}"
+        )
+    checked = ", ".join(f"{labels[v]} ({n:,})" for v, n in plan if v not in ("reference", "textbook"))
+    print(
+        f"\nsame results as the reference on the same input: {checked}. Full input: "
+        f"{results['batch']['stored']:,} payments stored, {results['batch']['dead_letters']} dead letters, "
+        f"{results['batch']['duplicates']:,} duplicates, {len(results['batch']['alert_ids'])} alerts (= bursts)."
+    )
+    print(
+        "Rates include each run's start-up (interpreter, imports, pipeline construction; Flink's job "
+        "server). The streaming and Flink rows run on a prefix of the input, so their start-up weighs more."
     )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
@@ -277,6 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             handle,
             indent=2,
         )
+    print(f"results: {args.out}")
     return 0
 
 

@@ -18,8 +18,7 @@ import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 
 from schemas.records import Transaction
 from transforms import telemetry
@@ -95,8 +94,7 @@ def _dedup_shard(shard: Tuple[int, List[Transaction]]) -> Iterable[object]:
     telemetry.count("duplicates_dropped", duplicates)
     if conflicts:
         telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
-    for txn in kept:
-        yield TimestampedValue(txn, Timestamp(micros=txn.event_time_us))
+    yield from kept  # not re-stamped: see "Timestamps" in transforms/batching.py
     for txn in conflicts:
         yield _conflict(txn)
 

@@ -116,10 +116,7 @@ def enrich_in_order(records: Iterable[MaskedTransaction]) -> Iterable[EnrichedTr
 
 
 def _enrich_shard(shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[EnrichedTransaction]:
-    # Not re-stamped with the event time (each row carries it): in a batch run
-    # nothing after this step windows by it, and a new timestamp per row is
-    # one of the dearest things a Beam step can emit.
-    yield from enrich_in_order(shard[1])
+    yield from enrich_in_order(shard[1])  # not re-stamped: see "Timestamps" in transforms/batching.py
     telemetry.count("payments_enriched", len(shard[1]))
 
 
