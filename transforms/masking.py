@@ -67,6 +67,8 @@ _SAFE_KEYS = {
     "event_time",
 }
 _LONG_DIGITS_RE = re.compile(r"\d(?:[ -]?\d){11,}")
+_NON_DIGIT_RE = re.compile(r"\D")
+_DIGIT_RUN_RE = re.compile(r"\d+")
 _MIN_KEY_BYTES = 16
 
 
@@ -75,7 +77,7 @@ def mask_pan(card_number: str) -> str:
     text = str(card_number)
     if _MASKED_PAN_RE.match(text):
         return text
-    digits = re.sub(r"\D", "", text)
+    digits = _NON_DIGIT_RE.sub("", text)
     last4 = digits[-4:] if len(digits) >= 12 else "****"
     return MASKED_CARD_PREFIX + last4
 
@@ -99,7 +101,7 @@ def mask_phone(phone: str) -> str:
     text = str(phone)
     if _MASKED_PHONE_RE.match(text):
         return text
-    groups = re.findall(r"\d+", text)
+    groups = _DIGIT_RUN_RE.findall(text)
     if len(groups) >= 3:
         return "-".join(groups[:2]) + "-****"
     digits = "".join(groups)
@@ -110,7 +112,7 @@ def _mask_digit_run(match: re.Match[str]) -> str:
     run = match.group(0)
     if run.startswith("*"):
         return run
-    digits = re.sub(r"\D", "", run)
+    digits = _NON_DIGIT_RE.sub("", run)
     if len(digits) >= 12:
         return mask_pan(digits)
     if len(digits) >= 3:
@@ -222,12 +224,12 @@ class Tokenizer:
         self._email_key = hmac.new(key, b"paystream/email-token/v1", hashlib.sha256).digest()
 
     def card(self, card_number: str) -> str:
-        digits = re.sub(r"\D", "", card_number)
-        return hmac.new(self._card_key, digits.encode(), hashlib.sha256).hexdigest()
+        digits = _NON_DIGIT_RE.sub("", card_number)
+        return hmac.digest(self._card_key, digits.encode(), "sha256").hex()
 
     def email(self, email: str) -> str:
         normalised = email.strip().lower().encode()
-        return hmac.new(self._email_key, normalised, hashlib.sha256).hexdigest()
+        return hmac.digest(self._email_key, normalised, "sha256").hex()
 
 
 def mask_transaction(txn: Transaction, tokenizer: Tokenizer) -> MaskedTransaction:

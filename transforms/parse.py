@@ -66,6 +66,7 @@ _CVV_RE = re.compile(r"^\d{3,4}$")
 _MCC_RE = re.compile(r"^\d{4}$")
 _LONG_DIGITS_RE = re.compile(r"\d{12,19}")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
+_PHONE_RE = re.compile(r"^\+?[\d\s().\-]+$")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -207,7 +208,7 @@ def parse_payment(
             raise ParseError("invalid_field", "cvv must be 3 or 4 digits")
         email = _text(obj, "email", _EMAIL_RE, pii=True)
         phone = _text(obj, "phone", pii=True)
-        if not 7 <= sum(ch.isdigit() for ch in phone) <= 15 or not re.match(r"^\+?[\d\s().\-]+$", phone):
+        if not 7 <= sum(map(str.isdigit, phone)) <= 15 or not _PHONE_RE.match(phone):
             raise ParseError("invalid_field", "phone is not a phone number")
         merchant_id = _text(obj, "merchant_id", _ID_RE)
         merchant_category = _text(obj, "merchant_category", _MCC_RE)

@@ -269,8 +269,9 @@ class _JudgeShardFn(beam.DoFn):
         self._rule = rule
         self._judge_until_us = judge_until_us
 
-    def process(self, shard: Tuple[int, List[Tuple[str, TxnRef]]]) -> Iterable[TimestampedValue]:
-        for alert in judge_bursts(shard[1], self._rule, self._judge_until_us):
+    def process(self, shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[TimestampedValue]:
+        refs = ((t.account_id, (t.event_time_us, t.transaction_id)) for t in shard[1])
+        for alert in judge_bursts(refs, self._rule, self._judge_until_us):
             telemetry.count("fraud_alerts")
             yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
 
@@ -433,18 +434,18 @@ class VelocityFraud(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[FraudAlert]:
         rule = self._rule
-        keyed = pcoll | "KeyByAccount" >> beam.Map(
-            lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
-        ).with_output_types(Tuple[str, Tuple[int, str]])
         if self._batch:
             if not pcoll.is_bounded:
                 raise ValueError("the batch path of VelocityFraud needs a bounded input")
             return (
-                keyed
-                | "ShardByAccount" >> GroupIntoShards(lambda kv: kv[0], self._shards)
+                pcoll
+                | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, self._shards)
                 | "JudgeBursts"
                 >> beam.ParDo(_JudgeShardFn(rule, self._judge_until_us)).with_output_types(FraudAlert)
             )
+        keyed = pcoll | "KeyByAccount" >> beam.Map(
+            lambda t: (t.account_id, (t.event_time_us, t.transaction_id))
+        ).with_output_types(Tuple[str, Tuple[int, str]])
         if self._impl == "state":
             return keyed | "CountAndRaise" >> beam.ParDo(
                 _CountAndRaiseFn(rule, self._judge_until_us)
