@@ -113,11 +113,6 @@ class WindowCount(NamedTuple):
     earliest: Tuple[TxnRef, ...]  # the ``threshold`` earliest payments in the window
 
 
-def _new_pane(fields: Tuple[int, int, int, Tuple[TxnRef, ...]]) -> WindowCount:
-    """``WindowCount(*fields)`` without the keyword-argument handling (hot path)."""
-    return tuple.__new__(WindowCount, fields)  # type: ignore[arg-type]
-
-
 @dataclass
 class _Alerted:
     first_start_us: int
@@ -144,18 +139,19 @@ class BurstTracker:
         size_us, threshold = rule.size_us, rule.threshold
         closed_before = self.watermark_us - rule.allowed_lateness_s * _US - size_us
         windows = self.windows
+        new = tuple.__new__  # WindowCount(...) without its keyword handling: the hot path
         changed = []
         for start in window_starts(ref[0], size_us, rule.period_us):
             if start <= closed_before:  # end + allowed lateness <= watermark: closed
                 continue
             known = windows.get(start)
             if known is None:
-                pane = _new_pane((start, start + size_us, 1, (ref,)))
+                pane = new(WindowCount, (start, start + size_us, 1, (ref,)))
             else:
                 earliest = known.earliest
                 if len(earliest) < threshold or ref < earliest[-1]:
                     earliest = tuple(sorted(earliest + (ref,))[:threshold])
-                pane = _new_pane((start, known.end_us, known.payments + 1, earliest))
+                pane = new(WindowCount, (start, known.end_us, known.payments + 1, earliest))
             windows[start] = pane
             changed.append(pane)
         if changed:
