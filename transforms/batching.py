@@ -8,9 +8,9 @@ records at once. ``GroupIntoShards`` hashes each key to one of ``shards``
 groups and collects each group into a list with a ``CombinePerKey``. Runners
 lift the combine: records are appended to a list per shard inside each
 bundle, and the shuffle moves a few large pickled lists instead of one
-element per record. The step after it runs plain code per shard (the same
-functions the streaming path calls), so the two paths cannot drift apart;
-``tests/test_batch_paths.py`` checks that they agree.
+element per record. The step after it runs plain code per shard, built on the
+same functions the streaming path calls; ``tests/test_batch_paths.py`` checks
+that the two paths agree.
 
 ``use_batch`` decides, once per graph, which path a transform expands to.
 
