@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.batching import DEFAULT_SHARDS
+
 __all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES"]
 
 SOURCES = ("simulator", "file", "kafka")
@@ -117,7 +119,7 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument(
             "--batch_shards",
             type=int,
-            default=64,
+            default=DEFAULT_SHARDS,
             help="shards of the batch path: each holds the records of its keys in memory at once",
         )
         proc.add_argument(

@@ -129,6 +129,8 @@ class GroupIntoShards(beam.PTransform):
         self._shards = shards
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection[Tuple[int, List[Any]]]:
+        if not pcoll.is_bounded:  # the lists are complete only once the input is
+            raise ValueError(f"{self.label}: the batch path needs a bounded input")
         key, shards = self._key, self._shards
         return (
             pcoll

@@ -154,9 +154,7 @@ class DeduplicateTransactions(beam.PTransform):
         self._shards = shards
 
     def expand(self, pcoll: beam.PCollection[Transaction]) -> beam.pvalue.DoOutputsTuple:
-        if self._batch:
-            if not pcoll.is_bounded:
-                raise ValueError("the batch path of DeduplicateTransactions needs a bounded input")
+        if self._batch:  # GroupIntoShards refuses an unbounded input
             return (
                 pcoll
                 | "ShardById" >> GroupIntoShards(lambda t: t.transaction_id, self._shards)

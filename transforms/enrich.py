@@ -211,9 +211,7 @@ class EnrichFeatures(beam.PTransform):
         self._shards = shards
 
     def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[EnrichedTransaction]:
-        if self._batch:
-            if not pcoll.is_bounded:
-                raise ValueError("the batch path of EnrichFeatures needs a bounded input")
+        if self._batch:  # GroupIntoShards refuses an unbounded input
             return (
                 pcoll
                 | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, self._shards)
