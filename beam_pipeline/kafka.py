@@ -15,6 +15,16 @@ create time as event-time watermark (the simulator sets it to the payment's
 event time), and keeps the record metadata so topic, partition and offset
 reach the dead letters.
 
+Streaming on Flink reads through Flink's own Kafka source instead of the
+splittable DoFn (``runner_native``): KafkaIO is expanded by the Flink
+runner's own Beam Java version with ``use_deprecated_read``, so the read is
+a ``Read(UnboundedSource)`` the runner translates itself. Offsets are then
+part of Flink's checkpoints and committed when one completes, and the
+watermark advances with the data. With the splittable read of a newer
+expansion service, local Flink 1.19 (Beam 2.62) restarted the job after
+every checkpoint with offset commits on, and held the watermark at its
+minimum (``docs/kafka-without-docker.md``).
+
 Restarts without a runner checkpoint (the DirectRunner, or a new Flink job
 without a savepoint) lose the velocity and dedup state. ``plan_read`` then
 rewinds the group's committed position by ``--kafka_replay_s`` of event time
@@ -28,9 +38,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
+import numpy as np
 
 from schemas.records import SourceRef
 from transforms.parse import RawPayload
@@ -184,7 +195,10 @@ def _committed(consumer: Any, parts: List[Any], deadline_s: float = 60.0) -> Lis
 
 
 def expansion_service(
-    stack: contextlib.ExitStack, address: Optional[str] = None, java_worker: Optional[str] = None
+    stack: contextlib.ExitStack,
+    address: Optional[str] = None,
+    java_worker: Optional[str] = None,
+    runner_native: bool = False,
 ) -> Any:
     """The expansion service for ``ReadFromKafka``: a given address, or one of ours.
 
@@ -192,15 +206,49 @@ def expansion_service(
     environment): the one at ``java_worker`` (HOST:PORT: on Kubernetes, the
     TaskManager's Java worker-pool sidecar, baked into an application jar),
     or else one we start here that lives as long as ``stack``.
+    ``runner_native``: the Flink runner's own Beam Java version expands the read
+    with ``use_deprecated_read`` (see the module docstring), and our worker pool
+    runs that version too.
     """
     if address:
         return address
-    from beam_pipeline.local_kafka import JavaWorkerPool
+    from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool
     from beam_pipeline.local_kafka import expansion_service as local_expansion_service
 
+    if runner_native:
+        if not java_worker:
+            java_worker = stack.enter_context(JavaWorkerPool(jar=FLINK_EXPANSION_JAR)).address
+        return local_expansion_service(
+            "EXTERNAL", java_worker, jar=FLINK_EXPANSION_JAR, experiments=["use_deprecated_read"]
+        )
     if not java_worker:
         java_worker = stack.enter_context(JavaWorkerPool()).address
     return local_expansion_service("EXTERNAL", java_worker)
+
+
+# ``ReadFromKafka``'s external configuration as the Flink runner's Beam Java (2.62) knows it:
+# Beam Python 2.77 also sends ``dynamic_read_poll_interval_seconds`` and the
+# ``consumer_factory_fn_*`` fields, which 2.62 refuses ("missing a setter"). Declared in the
+# functional form: the payload's schema is inferred from these types at run time, and this
+# module's postponed annotations would hand it strings.
+_RunnerNativeReadConfig = NamedTuple(  # noqa: UP014
+    "_RunnerNativeReadConfig",
+    [
+        ("consumer_config", Mapping[str, str]),
+        ("topics", List[str]),
+        ("key_deserializer", str),
+        ("value_deserializer", str),
+        ("start_read_time", Optional[int]),
+        ("max_num_records", Optional[int]),
+        ("max_read_time", Optional[int]),
+        ("commit_offset_in_finalize", bool),
+        ("timestamp_policy", str),
+        ("consumer_polling_timeout", Optional[int]),
+        ("redistribute", Optional[bool]),
+        ("redistribute_num_keys", Optional[np.int32]),
+        ("allow_duplicates", Optional[bool]),
+    ],
+)
 
 
 def _to_payload(record: Any) -> RawPayload:
@@ -222,6 +270,7 @@ class KafkaPayloads(beam.PTransform):
         expansion_service: Any,
         max_num_records: Optional[int] = None,
         start_read_time_ms: Optional[int] = None,
+        runner_native: bool = False,
         label: Optional[str] = None,
     ) -> None:
         super().__init__(label)
@@ -237,9 +286,35 @@ class KafkaPayloads(beam.PTransform):
         self._expansion_service = expansion_service
         self._max_num_records = max_num_records
         self._start_read_time_ms = start_read_time_ms
+        self._runner_native = runner_native
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
         from apache_beam.io.kafka import ReadFromKafka
+
+        if self._runner_native:
+            from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
+
+            config = _RunnerNativeReadConfig(
+                consumer_config=consumer_config(self._bootstrap_servers, self._group_id),
+                topics=[self._topic],
+                key_deserializer=ReadFromKafka.byte_array_deserializer,
+                value_deserializer=ReadFromKafka.byte_array_deserializer,
+                start_read_time=self._start_read_time_ms,
+                max_num_records=self._max_num_records,
+                max_read_time=None,
+                commit_offset_in_finalize=True,
+                timestamp_policy=ReadFromKafka.create_time_policy,
+                consumer_polling_timeout=2,
+                redistribute=False,
+                redistribute_num_keys=np.int32(0),
+                allow_duplicates=False,
+            )
+            read = ExternalTransform(
+                ReadFromKafka.URN_WITH_METADATA,
+                NamedTupleBasedPayloadBuilder(config),
+                self._expansion_service,
+            )
+            return pbegin | "ReadFromKafka" >> read | "WithCoordinates" >> beam.Map(_to_payload)
 
         kwargs: Dict[str, Any] = {}
         if self._expansion_service is not None:

@@ -72,6 +72,12 @@ class PaystreamOptions(PipelineOptions):
             "state lost in a restart is rebuilt (default: velocity window + allowed lateness; 0: off)",
         )
         kafka.add_argument(
+            "--checkpoint_dir",
+            default=None,
+            help="streaming on Flink: keep checkpoints in this directory when the job stops, and "
+            "resume a new run from the newest one (Kafka offsets and all state; no replay)",
+        )
+        kafka.add_argument(
             "--kafka_expansion_service",
             default=None,
             help="address of a running Java expansion service for ReadFromKafka",
@@ -106,7 +112,8 @@ class PaystreamOptions(PipelineOptions):
             choices=("auto", "windows", "state"),
             default="auto",
             help="sliding windows through Beam's windowing (windows) or counted in per-account "
-            "state (state); auto: state on the DirectRunner, windows elsewhere",
+            "state (state); auto: state on the DirectRunner and in streaming on Flink, windows "
+            "elsewhere",
         )
         proc.add_argument(
             "--execution_mode",

@@ -469,13 +469,12 @@ def test_clean_run_has_no_injections_but_bursts() -> None:
     assert truth.late == 0 and len(truth.bursts) == 3
 
 
-def test_generation_is_fast() -> None:
-    import time
-
-    began = time.perf_counter()
-    records, _ = generate(GeneratorConfig(num_events=50_000, include_oversized=False))
+def test_generates_a_large_config() -> None:
+    # Its speed is measured by bench/simulator_rate.py (the producer generates as it sends),
+    # not asserted here: wall-clock limits fail on a loaded machine.
+    records, truth = generate(GeneratorConfig(num_events=50_000, include_oversized=False))
     assert len(records) == 50_000
-    assert time.perf_counter() - began < 5.0  # ~0.7 s here; 200k takes ~3 s
+    assert len({r.transaction_id for r in records if r.kind == "valid"}) == len(truth.valid_transaction_ids)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import uuid
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import duckdb
 import pytest
 
-from beam_pipeline.local_kafka import KafkaBroker
+from beam_pipeline.local_kafka import KafkaBroker, free_port
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 
@@ -155,3 +160,136 @@ def test_restart_in_the_middle_of_the_topic(broker: KafkaBroker, tmp_path: Any) 
         timeout=300,
     )
     assert nothing.returncode == 0 and "nothing to read" in nothing.stdout
+
+
+_METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
+
+
+class _StreamingRun:
+    """``python -m beam_pipeline`` as a streaming job in a child process, watched through its
+    Prometheus counters (``--metrics_port``) and stopped with SIGTERM, as a supervisor stops
+    it."""
+
+    def __init__(self, args: List[str], cwd: str, log: str) -> None:
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.port = free_port()
+        self._log = open(log, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "beam_pipeline", *args, f"--metrics_port={self.port}"],
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def counters(self) -> Dict[str, float]:
+        """``name`` or ``name{labels}`` -> value, e.g. ``sink_rows{table="payment_transactions"}``."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}  # not serving yet
+        return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
+
+    def settled(self, read: int) -> bool:
+        """All ``read`` payments are through: every unique one enriched and stored."""
+        c = self.counters()
+        unique = c.get("payments_unique", -1)
+        return (
+            c.get("payments_in") == read
+            and c.get("payments_valid") == unique + c.get("duplicates_dropped", 0)
+            and c.get("payments_enriched") == unique
+            and c.get('sink_rows{table="payment_transactions"}') == unique
+        )
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert self.proc.poll() is None, f"the run ended early ({what}): {self.tail()}"
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}: {self.counters()} {self.tail()}"
+            )
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=120)
+        finally:
+            self._log.close()
+        assert rc == 130, f"rc={rc}: {self.tail()}"  # stopped, not crashed
+
+    def tail(self) -> str:
+        self._log.flush()
+        with open(self._log.name, encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-3000:]
+
+
+def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
+    """The group's committed offsets and the topic's end, summed over partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        committed = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=15))
+        end = sum(consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in parts)
+        return committed, end
+    finally:
+        consumer.close()
+
+
+def _live_producer(broker: KafkaBroker, seed: int) -> Tuple[str, PaymentProducer]:
+    topic = f"payments-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
+    producer = PaymentProducer(
+        broker.bootstrap_servers,
+        topic,
+        rate=100,
+        generator=GeneratorConfig(seed=seed, accounts=300, include_oversized=False),
+        num_events=N_EVENTS,
+    )
+    producer.prepare()  # the ground truth is known once the (single) block is generated
+    return topic, producer
+
+
+def _streaming_args(broker: KafkaBroker, topic: str, group: str, warehouse: str) -> List[str]:
+    return [
+        *_kafka_args(broker, topic, group, warehouse),
+        "--runner=FlinkRunner",
+        "--parallelism=2",
+        "--streaming",
+    ]
+
+
+def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_path: Any) -> None:
+    """An unbounded streaming run on local Flink, started while the simulator sends 100
+    payments/s: once it has drained the topic, the warehouse equals the ground truth. (Flink
+    starts in longer than the 12 s of sending, so the run finds most of the topic written.)
+
+    Drained means: the group's committed offsets are at the end of the topic, every payment
+    is read, every unique one enriched and stored, and every burst alerted (the run's own
+    counters, scraped from ``--metrics_port``)."""
+    topic, producer = _live_producer(broker, seed=47)
+    truth = producer.truth
+    assert truth is not None
+    report: Dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: report.update(producer.run()), daemon=True)
+    warehouse = str(tmp_path / "streaming.duckdb")
+    run = _StreamingRun(
+        _streaming_args(broker, topic, "streaming", warehouse), str(tmp_path), str(tmp_path / "run.log")
+    )
+    sender.start()
+    sender.join(timeout=120)
+    assert report.get("produced") == N_EVENTS and report.get("failed") == 0, report
+
+    def drained() -> bool:
+        committed, end = _committed_and_end(broker, topic, "streaming")
+        alerts = run.counters().get('sink_rows{table="fraud_velocity_alerts"}', 0)
+        return committed == end and run.settled(N_EVENTS) and alerts >= len(truth.bursts)
+
+    run.wait_for(drained, 600, "the run to drain the topic")
+    run.stop()
+    _check_against_truth(warehouse, truth)
