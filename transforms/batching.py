@@ -136,5 +136,12 @@ class GroupIntoShards(beam.PTransform):
             pcoll
             | "KeyByShard"
             >> beam.Map(lambda r: (shard_of(key(r), shards), r)).with_output_types(Tuple[int, Any])
-            | "Collect" >> beam.CombinePerKey(_CollectFn()).with_output_types(Tuple[int, ShardRecords])
+            # The CombineFn carries the output type: the step inside the combine takes its
+            # hints from it, not from the composite, and without them the lists reached the
+            # next step with the fallback coder, which pickled a whole shard each time Beam
+            # sampled an output's size.
+            | "Collect"
+            >> beam.CombinePerKey(
+                _CollectFn().with_input_types(Any).with_output_types(ShardRecords)
+            ).with_output_types(Tuple[int, ShardRecords])
         )
