@@ -90,7 +90,9 @@ def build_graph(
     """
     batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
     shards = opts.batch_shards
-    parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
+    parsed = raw | "Parse" >> ParseTransactions(
+        max_future_skew_s=opts.max_future_skew_s, stamp_event_time=not batch
+    )
     unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(
         horizon_s=opts.dedup_horizon_s, batch=batch, shards=shards
     )
