@@ -35,7 +35,7 @@ from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
 from simulator.generator import GeneratorConfig
 from transforms import telemetry
-from transforms.batching import use_batch
+from transforms.batching import GroupIntoShards, use_batch
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
@@ -107,10 +107,8 @@ def build_graph(
         kept = seen.unique
         dead_parts.append(seen[DEAD_LETTER_TAG])
     masked = kept | "MaskPII" >> MaskPII(key=key, key_path=key_path, check_key=check_key)
-    enriched = masked | "Enrich" >> EnrichFeatures(
-        history_ttl_s=opts.history_ttl_s, batch=batch, shards=shards
-    )
-    alerts = masked | "VelocityFraud" >> VelocityFraud(
+    enrich = EnrichFeatures(history_ttl_s=opts.history_ttl_s, batch=batch, shards=shards)
+    velocity = VelocityFraud(
         threshold=opts.velocity_threshold,
         size_s=opts.velocity_window_s,
         period_s=opts.velocity_period_s,
@@ -120,6 +118,15 @@ def build_graph(
         batch=batch,
         shards=shards,
     )
+    if batch:
+        # Both per-account steps group by account: one grouping feeds both (each of
+        # their own would shuffle every payment again).
+        accounts = masked | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, shards)
+        enriched = accounts | "Enrich" >> enrich.on_shards()
+        alerts = accounts | "VelocityFraud" >> velocity.on_shards()
+    else:
+        enriched = masked | "Enrich" >> enrich
+        alerts = masked | "VelocityFraud" >> velocity
     dead = tuple(dead_parts) | "DeadLetters" >> beam.Flatten()
     return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)
 
