@@ -330,8 +330,8 @@ class ParseTransactions(beam.PTransform):
     Valid payments carry their event time as the element timestamp, unless
     ``stamp_event_time`` is false: for a batch run whose keyed steps take their
     batch paths, which group the whole input and never read it (see "Timestamps"
-    in ``transforms/batching.py``). Beam assigns the windows of every re-stamped
-    element again, which cost more than the rest of this step but the parsing.
+    in ``transforms/batching.py``). Beam assigns the window of every re-stamped
+    element again: after the parsing itself, the costliest part of this step.
     """
 
     def __init__(

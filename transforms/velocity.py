@@ -280,7 +280,9 @@ class JudgeBurstShards(beam.PTransform):
     account can feed both per-account steps (``beam_pipeline.pipeline.build_graph``).
     """
 
-    def __init__(self, rule: VelocityRule, judge_until_us: Optional[int] = None, label: Optional[str] = None):
+    def __init__(
+        self, rule: VelocityRule, judge_until_us: Optional[int] = None, label: Optional[str] = None
+    ) -> None:
         super().__init__(label)
         self._rule = rule
         self._judge_until_us = judge_until_us
