@@ -14,6 +14,7 @@ live here and in ``beam_pipeline.kafka``, nowhere else.
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob
 import logging
 import os
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
@@ -36,7 +37,7 @@ from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
 from schemas.rows import alert_row, dead_letter_row, transaction_row
 from simulator.generator import GeneratorConfig
 from transforms import telemetry
-from transforms.batching import use_batch
+from transforms.batching import GroupIntoShards, use_batch
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
@@ -95,7 +96,9 @@ def build_graph(
     """
     batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
     shards = opts.batch_shards
-    parsed = raw | "Parse" >> ParseTransactions(max_future_skew_s=opts.max_future_skew_s)
+    parsed = raw | "Parse" >> ParseTransactions(
+        max_future_skew_s=opts.max_future_skew_s, stamp_event_time=not batch
+    )
     unique = parsed.transactions | "Deduplicate" >> DeduplicateTransactions(
         horizon_s=opts.dedup_horizon_s, batch=batch, shards=shards
     )
@@ -110,10 +113,8 @@ def build_graph(
         kept = seen.unique
         dead_parts.append(seen[DEAD_LETTER_TAG])
     masked = kept | "MaskPII" >> MaskPII(key=key, key_path=key_path, check_key=check_key)
-    enriched = masked | "Enrich" >> EnrichFeatures(
-        history_ttl_s=opts.history_ttl_s, batch=batch, shards=shards
-    )
-    alerts = masked | "VelocityFraud" >> VelocityFraud(
+    enrich = EnrichFeatures(history_ttl_s=opts.history_ttl_s, batch=batch, shards=shards)
+    velocity = VelocityFraud(
         threshold=opts.velocity_threshold,
         size_s=opts.velocity_window_s,
         period_s=opts.velocity_period_s,
@@ -123,6 +124,15 @@ def build_graph(
         batch=batch,
         shards=shards,
     )
+    if batch:
+        # Both per-account steps group by account: one grouping feeds both (each of
+        # their own would shuffle every payment again).
+        accounts = masked | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, shards)
+        enriched = accounts | "Enrich" >> enrich.on_shards()
+        alerts = accounts | "VelocityFraud" >> velocity.on_shards()
+    else:
+        enriched = masked | "Enrich" >> enrich
+        alerts = masked | "VelocityFraud" >> velocity
     dead = tuple(dead_parts) | "DeadLetters" >> beam.Flatten()
     return GraphOutputs(transactions=enriched, alerts=alerts, dead_letters=dead)
 
@@ -418,6 +428,36 @@ def _runner(options: PipelineOptions) -> Any:
     )
 
 
+# Collect the youngest generation every this many net allocations (Python's default: 700).
+_GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Python's cyclic collector, tuned for a run that executes in this process.
+
+    The local runners execute the graph here and allocate a few containers per
+    record at every step. With the default thresholds the collector ran about
+    2,700 times on 50,000 payments, 17 of them full passes over every object of
+    the interpreter (Beam, DuckDB, pyarrow and our modules included): measured,
+    a sixth of the run's CPU time. The objects that exist when the run starts
+    (modules, the graph) are moved out of the collector's reach
+    (``gc.freeze``), and the youngest generation is collected every
+    ``_GC_YOUNG_THRESHOLD`` allocations instead of 700. Cycles are still
+    collected, only in fewer, larger passes; the previous settings come back
+    when the run ends.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, previous[1], previous[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 class NothingToRead(Exception):
     """A bounded Kafka run found no records to read."""
 
@@ -524,7 +564,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         )
         write_outputs(outputs, opts.warehouse, opts)
         write_redis(outputs, opts)
-        with Ticker(total=total):
+        with Ticker(total=total), _quiet_gc():
             result = pipeline.run()
             try:
                 result.wait_until_finish()

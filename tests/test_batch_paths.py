@@ -113,6 +113,24 @@ def test_shards_are_stable_and_keep_a_key_together() -> None:
         GroupIntoShards(lambda r: r, shards=0)
 
 
+def test_shard_lists_round_trip_their_records_with_their_classes() -> None:
+    from transforms.batching import ShardRecords, ShardRecordsCoder
+    from transforms.dedup import _conflict
+    from transforms.enrich import AccountHistory, features
+
+    masked = _masked()[:50]
+    enriched = [features(m, AccountHistory()) for m in masked]
+    letters = [_conflict(t).value for t in TRAFFIC[:5]]
+    records = ShardRecords([*TRAFFIC[:50], *masked, *enriched, *letters, ("a", 1), [1, "b"]])
+    coder = ShardRecordsCoder()
+    impl = coder.get_impl()
+    back = impl.decode(impl.encode(records))
+    assert type(back) is ShardRecords and back == records
+    assert [type(r) for r in back] == [type(r) for r in records]
+    assert {type(r.source) for r in back[:50]} == {SourceRef}
+    assert {type(r.txn) for r in back[100:150]} == {MaskedTransaction}
+
+
 @pytest.mark.parametrize("batch,shards", [(False, 0), (True, 1), (True, 7), (True, 64)])
 def test_dedup_paths_keep_one_copy_per_id_and_dead_letter_conflicts(batch: bool, shards: int) -> None:
     kept, duplicates, conflicts = first_copies(TRAFFIC)

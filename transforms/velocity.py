@@ -54,6 +54,7 @@ from transforms.batching import DEFAULT_SHARDS, GroupIntoShards
 
 __all__ = [
     "BurstTracker",
+    "JudgeBurstShards",
     "VelocityFraud",
     "VelocityRule",
     "WindowCount",
@@ -272,6 +273,28 @@ class _JudgeShardFn(beam.DoFn):
             yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
 
 
+class JudgeBurstShards(beam.PTransform):
+    """``(shard, [MaskedTransaction])`` of ``GroupIntoShards`` by account -> ``FraudAlert``.
+
+    The batch path's step after the grouping, on its own so that one grouping by
+    account can feed both per-account steps (``beam_pipeline.pipeline.build_graph``).
+    """
+
+    def __init__(
+        self, rule: VelocityRule, judge_until_us: Optional[int] = None, label: Optional[str] = None
+    ) -> None:
+        super().__init__(label)
+        self._rule = rule
+        self._judge_until_us = judge_until_us
+
+    def expand(
+        self, shards: beam.PCollection[Tuple[int, List[MaskedTransaction]]]
+    ) -> beam.PCollection[FraudAlert]:
+        return shards | "JudgeBursts" >> beam.ParDo(
+            _JudgeShardFn(self._rule, self._judge_until_us)
+        ).with_output_types(FraudAlert)
+
+
 class _WindowStatsFn(beam.CombineFn):
     """Count, plus the ``keep`` earliest payments, of one window."""
 
@@ -428,14 +451,17 @@ class VelocityFraud(beam.PTransform):
     def rule(self) -> VelocityRule:
         return self._rule
 
+    def on_shards(self) -> JudgeBurstShards:
+        """The batch path's step for records already grouped by account (``GroupIntoShards``)."""
+        return JudgeBurstShards(self._rule, self._judge_until_us)
+
     def expand(self, pcoll: beam.PCollection[MaskedTransaction]) -> beam.PCollection[FraudAlert]:
         rule = self._rule
         if self._batch:  # GroupIntoShards refuses an unbounded input
             return (
                 pcoll
                 | "ShardByAccount" >> GroupIntoShards(lambda t: t.account_id, self._shards)
-                | "JudgeBursts"
-                >> beam.ParDo(_JudgeShardFn(rule, self._judge_until_us)).with_output_types(FraudAlert)
+                | "Judge" >> self.on_shards()
             )
         keyed = pcoll | "KeyByAccount" >> beam.Map(
             lambda t: (t.account_id, (t.event_time_us, t.transaction_id))

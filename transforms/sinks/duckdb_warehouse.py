@@ -78,7 +78,8 @@ class _WriteFn(beam.DoFn):
         import time
 
         started = time.monotonic()
-        batch = pa.Table.from_pylist([{c: row.get(c) for c in self._columns} for row in self._rows])
+        rows = self._rows  # column by column: no dict per row, one array per column
+        batch = pa.table({c: [row.get(c) for row in rows] for c in self._columns})
         with _LOCK:
             cursor = self._conn.cursor()
             try:
