@@ -228,7 +228,8 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
     elif "state_backend_storage_path" not in given:
         extra.append(f"--state_backend_storage_path=file://{os.path.abspath(scratch_dir)}")
     if "savepoint_path" in given:
-        resumed = next(a.split("=", 1)[1] for a in argv if a.startswith("--savepoint_path="))
+        at = next(i for i, a in enumerate(argv) if a.split("=", 1)[0] == "--savepoint_path")
+        resumed = argv[at].split("=", 1)[1] if "=" in argv[at] else argv[at + 1]
     return [*argv, *extra], resumed
 
 

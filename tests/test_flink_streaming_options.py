@@ -98,3 +98,9 @@ def test_a_remote_cluster_takes_savepoint_path_itself(
         PipelineOptions([*FLINK, "--flink_master=flink.example:8081"]), "/ck/job/chk-3", str(tmp_path)
     )
     assert "FLINK_CONF_DIR" not in os.environ
+
+
+def test_a_given_savepoint_path_is_the_one_resumed(tmp_path: Path) -> None:
+    for given in (["--savepoint_path=file:///sp/1"], ["--savepoint_path", "file:///sp/1"]):
+        _, resumed = flink_streaming_args([*FLINK, *given], str(tmp_path))
+        assert resumed == "file:///sp/1"
