@@ -25,8 +25,10 @@ expansion service, local Flink 1.19 (Beam 2.62) restarted the job after
 every checkpoint with offset commits on, and held the watermark at its
 minimum (``docs/kafka-without-docker.md``).
 
+A streaming Flink job run with ``--checkpoint_dir`` restores its last
+checkpoint when started again (``beam_pipeline.pipeline.flink_streaming_args``).
 Restarts without a runner checkpoint (the DirectRunner, or a new Flink job
-without a savepoint) lose the velocity and dedup state. ``plan_read`` then
+without one) lose the velocity and dedup state. ``plan_read`` then
 rewinds the group's committed position by ``--kafka_replay_s`` of event time
 (default: one velocity window plus the allowed lateness), so a burst that
 straddles the restart is seen whole; the replayed payments are written again
