@@ -250,8 +250,9 @@ def restore_on_local_flink(options: PipelineOptions, checkpoint: str, scratch_di
     conf_dir = os.path.join(scratch_dir, "flink-conf")
     os.makedirs(conf_dir, exist_ok=True)
     lines: List[str] = []
-    user_conf = os.path.join(os.environ.get("FLINK_CONF_DIR", ""), "flink-conf.yaml")
-    if os.environ.get("FLINK_CONF_DIR") and os.path.exists(user_conf):
+    user_dir = os.environ.get("FLINK_CONF_DIR")
+    user_conf = os.path.join(user_dir, "flink-conf.yaml") if user_dir else None
+    if user_conf and os.path.exists(user_conf):
         with open(user_conf, encoding="utf-8") as handle:
             lines = [line.rstrip("\n") for line in handle if not line.startswith("execution.savepoint.path")]
     uri = checkpoint if "://" in checkpoint else f"file://{os.path.abspath(checkpoint)}"
@@ -482,10 +483,10 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     if flink_streaming(PipelineOptions(args)):
         checkpoints = tempfile.TemporaryDirectory(prefix="paystream-checkpoints-")  # gone after the run
         args, resumed_from = flink_streaming_args(args, checkpoints.name)
-        if resumed_from:
-            restore_on_local_flink(PipelineOptions(args), resumed_from, checkpoints.name)
-            _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
     options = PipelineOptions(args)
+    if checkpoints is not None and resumed_from:
+        restore_on_local_flink(options, resumed_from, checkpoints.name)
+        _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
     opts = options.view_as(PaystreamOptions)
     options.view_as(SetupOptions).save_main_session = False
     from apache_beam.options.pipeline_options import PortableOptions

@@ -38,16 +38,24 @@ def broker() -> Iterator[KafkaBroker]:
         yield b
 
 
-def _produce(broker: KafkaBroker, partitions: int, seed: int) -> Tuple[str, GroundTruth]:
+def _new_topic_and_producer(
+    broker: KafkaBroker, partitions: int, seed: int, rate: float
+) -> Tuple[str, PaymentProducer]:
+    """A fresh topic, and a producer of N_EVENTS simulator payments for it (not yet started)."""
     topic = f"payments-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic, partitions=partitions, config={"retention.ms": "-1"})
     producer = PaymentProducer(
         broker.bootstrap_servers,
         topic,
-        rate=20_000,
+        rate=rate,
         generator=GeneratorConfig(seed=seed, accounts=300, include_oversized=False),
         num_events=N_EVENTS,
     )
+    return topic, producer
+
+
+def _produce(broker: KafkaBroker, partitions: int, seed: int) -> Tuple[str, GroundTruth]:
+    topic, producer = _new_topic_and_producer(broker, partitions, seed, rate=20_000)
     report = producer.run()
     assert report["produced"] == N_EVENTS and report["failed"] == 0, report
     assert producer.truth is not None
@@ -241,20 +249,6 @@ def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int
         consumer.close()
 
 
-def _live_producer(broker: KafkaBroker, seed: int) -> Tuple[str, PaymentProducer]:
-    topic = f"payments-{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
-    producer = PaymentProducer(
-        broker.bootstrap_servers,
-        topic,
-        rate=100,
-        generator=GeneratorConfig(seed=seed, accounts=300, include_oversized=False),
-        num_events=N_EVENTS,
-    )
-    producer.prepare()  # the ground truth is known once the (single) block is generated
-    return topic, producer
-
-
 def _streaming_args(broker: KafkaBroker, topic: str, group: str, warehouse: str) -> List[str]:
     return [
         *_kafka_args(broker, topic, group, warehouse),
@@ -272,7 +266,8 @@ def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_pa
     Drained means: the group's committed offsets are at the end of the topic, every payment
     is read, every unique one enriched and stored, and every burst alerted (the run's own
     counters, scraped from ``--metrics_port``)."""
-    topic, producer = _live_producer(broker, seed=47)
+    topic, producer = _new_topic_and_producer(broker, partitions=2, seed=47, rate=100)
+    producer.prepare()  # the ground truth is known once the (single) block is generated
     truth = producer.truth
     assert truth is not None
     report: Dict[str, Any] = {}
