@@ -474,11 +474,13 @@ class KafkaBroker:
 
 
 class JavaWorkerPool:
-    """A Beam Java SDK worker pool (org.apache.beam.fn.harness.ExternalWorkerService) on 127.0.0.1.
+    """A Beam Java SDK worker pool (``beam_pipeline.java_workers``) on 127.0.0.1.
 
     Runners reach it through an EXTERNAL environment: start the expansion service with
     --defaultEnvironmentType=EXTERNAL --defaultEnvironmentConfig=<address>. It runs the Java harness of
-    the expansion jar's Beam version, so the runner's own Beam Java version does not matter.
+    the expansion jar's Beam version, so the runner's own Beam Java version does not matter, each
+    worker in a JVM of its own (Beam's ExternalWorkerService can't start a worker again once one has
+    stopped; see ``beam_pipeline.java_workers``).
     """
 
     def __init__(
@@ -497,15 +499,19 @@ class JavaWorkerPool:
 
     def start(self) -> JavaWorkerPool:
         fetch_beam()
-        opts = {"options": {"environmentOptions": [f"external_service_address={self.address}"]}}
-        env = dict(os.environ, PIPELINE_OPTIONS=json.dumps(opts))
         cmd = [
-            _java(),
-            f"-Xmx{self.heap}",
-            "-cp",
-            str(self.jar),
-            "org.apache.beam.fn.harness.ExternalWorkerService",
+            sys.executable,
+            "-m",
+            "beam_pipeline.java_workers",
+            f"--port={self.port}",
+            f"--jar={self.jar}",
+            f"--java={_java()}",
+            f"--heap={self.heap}",
         ]
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        )
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
         )
