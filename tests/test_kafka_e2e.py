@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import duckdb
 import pytest
 
-from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
+from beam_pipeline.local_kafka import KafkaBroker, free_port
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 
@@ -39,27 +39,25 @@ def broker() -> Iterator[KafkaBroker]:
 
 
 def _new_topic_and_producer(
-    broker: KafkaBroker, partitions: int, seed: int, rate: float, events: int = N_EVENTS
+    broker: KafkaBroker, partitions: int, seed: int, rate: float
 ) -> Tuple[str, PaymentProducer]:
-    """A fresh topic, and a producer of ``events`` simulator payments for it (not yet started)."""
+    """A fresh topic, and a producer of N_EVENTS simulator payments for it (not yet started)."""
     topic = f"payments-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic, partitions=partitions, config={"retention.ms": "-1"})
     producer = PaymentProducer(
         broker.bootstrap_servers,
         topic,
         rate=rate,
-        generator=GeneratorConfig(seed=seed, accounts=events // 4, include_oversized=False),
-        num_events=events,
+        generator=GeneratorConfig(seed=seed, accounts=300, include_oversized=False),
+        num_events=N_EVENTS,
     )
     return topic, producer
 
 
-def _produce(
-    broker: KafkaBroker, partitions: int, seed: int, events: int = N_EVENTS
-) -> Tuple[str, GroundTruth]:
-    topic, producer = _new_topic_and_producer(broker, partitions, seed, rate=20_000, events=events)
+def _produce(broker: KafkaBroker, partitions: int, seed: int) -> Tuple[str, GroundTruth]:
+    topic, producer = _new_topic_and_producer(broker, partitions, seed, rate=20_000)
     report = producer.run()
-    assert report["produced"] == events and report["failed"] == 0, report
+    assert report["produced"] == N_EVENTS and report["failed"] == 0, report
     assert producer.truth is not None
     return topic, producer.truth
 
@@ -213,18 +211,6 @@ class _StreamingRun:
             and c.get('sink_rows{table="payment_transactions"}') == unique
         )
 
-    def quiet_for(self, seconds: float) -> Callable[[], bool]:
-        """A condition: the counters have not changed for ``seconds``."""
-        last: Dict[str, Any] = {"counters": None, "since": time.monotonic()}
-
-        def quiet() -> bool:
-            now = self.counters()
-            if now != last["counters"]:
-                last.update(counters=now, since=time.monotonic())
-            return bool(now) and time.monotonic() - last["since"] >= seconds
-
-        return quiet
-
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
@@ -257,11 +243,11 @@ class _StreamingRun:
         if not self._log.closed:
             self._log.close()
 
-    def tail(self, chars: int = 3000) -> str:
+    def tail(self) -> str:
         if not self._log.closed:
             self._log.flush()
         with open(self._log.name, encoding="utf-8", errors="replace") as handle:
-            return handle.read()[-chars:]
+            return handle.read()[-3000:]
 
 
 def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
@@ -280,11 +266,16 @@ def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int
 
 
 def _streaming_args(broker: KafkaBroker, topic: str, group: str, warehouse: str) -> List[str]:
+    """A streaming run on local Flink. The simulator packs about 17 minutes of event time into
+    seconds of sending, and a reader that has caught up moves its watermark to the wall clock
+    (KafkaIO's create-time policy), so payments still in flight behind it are minutes late:
+    the velocity rule is given an hour of lateness, like a batch run that sees it all."""
     return [
         *_kafka_args(broker, topic, group, warehouse),
         "--runner=FlinkRunner",
         "--parallelism=2",
         "--streaming",
+        "--allowed_lateness_s=3600",
     ]
 
 
@@ -317,85 +308,4 @@ def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_pa
 
         run.wait_for(drained, 600, "the run to drain the topic")
         run.stop()
-    _check_against_truth(warehouse, truth)
-
-
-def _stored(warehouse: str, table: str) -> int:
-    conn = duckdb.connect(warehouse, read_only=True)
-    try:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        conn.close()
-
-
-RESTART_EVENTS = 3000
-
-
-def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
-    broker: KafkaBroker, tmp_path: Any, request: Any
-) -> None:
-    """A streaming run on local Flink is stopped (SIGTERM) in the middle of the topic, and a
-    second run with the same ``--checkpoint_dir`` resumes from the first one's last
-    checkpoint: its Kafka offsets and its keyed state (dedup, enrichment, velocity). Once the
-    second run has drained, every valid payment is stored exactly once and every burst
-    alerted once.
-
-    The topic is written before the first run starts, so the first run never catches up
-    with it: stopped at the first committed checkpoint, it is still reading. (A run that
-    catches up with an idle producer moves its watermark to the wall clock, and the
-    simulator's event times, compressed into the sending time, would then be late.)
-
-    Both runs use one Java worker pool, as a Flink task manager's sidecar serves a job that
-    is restarted: the second run needs a new Java worker after the first one's has stopped
-    (Beam's ExternalWorkerService could not start it, and the second run hung)."""
-    topic, truth = _produce(broker, partitions=2, seed=53, events=RESTART_EVENTS)
-    warehouse = str(tmp_path / "restart.duckdb")
-    pool = JavaWorkerPool(jar=FLINK_EXPANSION_JAR).start()
-    request.addfinalizer(pool.stop)
-    args = [
-        *_streaming_args(broker, topic, "restart", warehouse),
-        f"--checkpoint_dir={tmp_path / 'checkpoints'}",
-        "--checkpointing_interval=2000",
-        f"--kafka_java_worker_address={pool.address}",
-    ]
-    with _StreamingRun(args, str(tmp_path), str(tmp_path / "first.log")) as first:
-        first.wait_for(
-            lambda: (
-                first.counters().get('sink_rows{table="payment_transactions"}', 0) >= RESTART_EVENTS // 4
-                and _committed_and_end(broker, topic, "restart")[0] > 0
-            ),
-            600,
-            "a quarter of the rows stored and a committed checkpoint",
-        )
-        first.stop()
-    committed, end = _committed_and_end(broker, topic, "restart")
-    assert 0 < committed and end == RESTART_EVENTS, (committed, end)
-    rows_before = _stored(warehouse, "payment_transactions")
-    alerts_before = _stored(warehouse, "fraud_velocity_alerts")
-    assert 0 < rows_before < len(truth.valid_transaction_ids)  # stopped in the middle
-    rows_left = len(truth.valid_transaction_ids) - rows_before
-    alerts_left = len(truth.bursts) - alerts_before
-
-    with _StreamingRun(args, str(tmp_path), str(tmp_path / "second.log")) as second:
-
-        def drained() -> bool:
-            c = second.counters()
-            return (
-                _committed_and_end(broker, topic, "restart")[0] == end
-                and c.get('sink_rows{table="payment_transactions"}', 0) >= rows_left
-                and c.get('sink_rows{table="fraud_velocity_alerts"}', 0) >= alerts_left
-            )
-
-        # (rows it writes again after the checkpoint count too, hence the quiet period)
-        second.wait_for(drained, 600, "the second run to drain the topic")
-        second.wait_for(second.quiet_for(15), 300, "the second run's counters to settle")
-        read_again = second.counters().get("payments_in", 0)
-        second.stop()
-        resumed = "resuming from Flink checkpoint" in second.tail(10**6)
-    # the second run took over from the first one's last checkpoint, not from the beginning
-    # (it reads nothing at all when the first had read the whole topic before it: then all
-    # it stores comes out of the restored state); what it reads again after that checkpoint,
-    # dedup and the idempotent sinks absorb
-    assert resumed and read_again < end, read_again
     _check_against_truth(warehouse, truth)
