@@ -40,7 +40,7 @@ import traceback
 from concurrent import futures
 from typing import Any, Dict, List, Optional
 
-__all__ = ["JavaHarnessPool", "serve", "main"]
+__all__ = ["JavaHarnessPool", "serve", "stop_process", "main"]
 
 _LOG = logging.getLogger(__name__)
 HARNESS_MAIN = "org.apache.beam.fn.harness.FnHarness"
@@ -93,7 +93,7 @@ class JavaHarnessPool:
             proc = self._workers.pop(request.worker_id, None)
         if proc is not None:
             _LOG.info("stopping Java worker %s", request.worker_id)
-            threading.Thread(target=_terminate, args=(proc,), daemon=True).start()
+            threading.Thread(target=stop_process, args=(proc,), daemon=True).start()
         return beam_fn_api_pb2.StopWorkerResponse()
 
     def _reap(self) -> None:
@@ -110,10 +110,11 @@ class JavaHarnessPool:
         with self._lock:
             procs, self._workers = list(self._workers.values()), {}
         for proc in procs:
-            _terminate(proc)
+            stop_process(proc)
 
 
-def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if ``proc`` has not ended after ``grace_s``."""
     if proc.poll() is None:
         proc.terminate()
         try:

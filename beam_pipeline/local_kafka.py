@@ -532,13 +532,10 @@ class JavaWorkerPool:
         raise TimeoutError(f"Java worker pool not listening on {self.address} after {self.start_timeout}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        from beam_pipeline.java_workers import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc, grace_s=15)
 
     def __enter__(self) -> JavaWorkerPool:
         return self.start()

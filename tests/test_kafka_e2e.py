@@ -67,7 +67,7 @@ def produced(broker: KafkaBroker) -> Tuple[str, GroundTruth]:
     return _produce(broker, partitions=2, seed=21)
 
 
-def _pipeline(args: List[str], cwd: str, timeout_s: float = 900) -> Dict[str, Any]:
+def _pipeline(args: List[str], cwd: str) -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     summary = os.path.join(cwd, f"summary-{uuid.uuid4().hex[:6]}.json")
     proc = subprocess.run(
@@ -76,7 +76,7 @@ def _pipeline(args: List[str], cwd: str, timeout_s: float = 900) -> Dict[str, An
         env=env,
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     with open(summary, encoding="utf-8") as handle:
@@ -220,19 +220,8 @@ class _StreamingRun:
             )
             time.sleep(1)
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=120)
-        finally:
-            self._log.close()
-        assert rc == 130, f"rc={rc}: {self.tail()}"  # stopped, not crashed
-
-    def __enter__(self) -> _StreamingRun:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        """A run the test did not stop (it failed first) is killed with its runner."""
+    def _end(self) -> int:
+        """SIGTERM, as a supervisor stops a run (killed if still running 2 minutes later)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -242,6 +231,18 @@ class _StreamingRun:
                 self.proc.wait(timeout=30)
         if not self._log.closed:
             self._log.close()
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        rc = self._end()
+        assert rc == 130, f"rc={rc}: {self.tail()}"  # stopped, not crashed
+
+    def __enter__(self) -> _StreamingRun:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """A run the test did not stop (it failed first) ends with its runner."""
+        self._end()
 
     def tail(self) -> str:
         if not self._log.closed:
