@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import List, Optional
@@ -28,9 +29,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "-h" in args or "--help" in args:
         _print_help()
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Beam's runners log set-up chatter at INFO/WARNING; keep the user's terminal for our lines.
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # PAYSTREAM_BEAM_LOG_LEVEL=INFO shows it all, with the output of the runner's Java job
+    # server (for a local Flink, the cluster's own log), which Beam passes on at INFO.
+    beam_level = logging.getLevelName(os.environ.get("PAYSTREAM_BEAM_LOG_LEVEL", "").upper())
+    if not isinstance(beam_level, int):  # unset, or not a level name
+        beam_level = None
+    logging.basicConfig(level=beam_level or logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(beam_level or logging.ERROR)
     from beam_pipeline.pipeline import NothingToRead, run
 
     # A streaming run ends when it is stopped: SIGTERM (Kubernetes, a supervisor) stops it

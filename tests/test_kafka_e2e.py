@@ -19,12 +19,12 @@ import threading
 import time
 import urllib.request
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 import pytest
 
-from beam_pipeline.local_kafka import KafkaBroker, free_port
+from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 
@@ -39,25 +39,27 @@ def broker() -> Iterator[KafkaBroker]:
 
 
 def _new_topic_and_producer(
-    broker: KafkaBroker, partitions: int, seed: int, rate: float
+    broker: KafkaBroker, partitions: int, seed: int, rate: float, events: int = N_EVENTS
 ) -> Tuple[str, PaymentProducer]:
-    """A fresh topic, and a producer of N_EVENTS simulator payments for it (not yet started)."""
+    """A fresh topic, and a producer of ``events`` simulator payments for it (not yet started)."""
     topic = f"payments-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic, partitions=partitions, config={"retention.ms": "-1"})
     producer = PaymentProducer(
         broker.bootstrap_servers,
         topic,
         rate=rate,
-        generator=GeneratorConfig(seed=seed, accounts=300, include_oversized=False),
-        num_events=N_EVENTS,
+        generator=GeneratorConfig(seed=seed, accounts=events // 4, include_oversized=False),
+        num_events=events,
     )
     return topic, producer
 
 
-def _produce(broker: KafkaBroker, partitions: int, seed: int) -> Tuple[str, GroundTruth]:
-    topic, producer = _new_topic_and_producer(broker, partitions, seed, rate=20_000)
+def _produce(
+    broker: KafkaBroker, partitions: int, seed: int, events: int = N_EVENTS
+) -> Tuple[str, GroundTruth]:
+    topic, producer = _new_topic_and_producer(broker, partitions, seed, rate=20_000, events=events)
     report = producer.run()
-    assert report["produced"] == N_EVENTS and report["failed"] == 0, report
+    assert report["produced"] == events and report["failed"] == 0, report
     assert producer.truth is not None
     return topic, producer.truth
 
@@ -178,8 +180,8 @@ class _StreamingRun:
     Prometheus counters (``--metrics_port``) and stopped with SIGTERM, as a supervisor stops
     it."""
 
-    def __init__(self, args: List[str], cwd: str, log: str) -> None:
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    def __init__(self, args: List[str], cwd: str, log: str, env: Optional[Dict[str, str]] = None) -> None:
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
         self.port = free_port()
         self._log = open(log, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
@@ -210,6 +212,18 @@ class _StreamingRun:
             and c.get("payments_enriched") == unique
             and c.get('sink_rows{table="payment_transactions"}') == unique
         )
+
+    def quiet_for(self, seconds: float) -> Callable[[], bool]:
+        """A condition: the counters have not changed for ``seconds``."""
+        last: Dict[str, Any] = {"counters": None, "since": time.monotonic()}
+
+        def quiet() -> bool:
+            now = self.counters()
+            if now != last["counters"]:
+                last.update(counters=now, since=time.monotonic())
+            return bool(now) and time.monotonic() - last["since"] >= seconds
+
+        return quiet
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -244,11 +258,11 @@ class _StreamingRun:
         """A run the test did not stop (it failed first) ends with its runner."""
         self._end()
 
-    def tail(self) -> str:
+    def tail(self, chars: int = 3000) -> str:
         if not self._log.closed:
             self._log.flush()
         with open(self._log.name, encoding="utf-8", errors="replace") as handle:
-            return handle.read()[-3000:]
+            return handle.read()[-chars:]
 
 
 def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
@@ -309,4 +323,91 @@ def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_pa
 
         run.wait_for(drained, 600, "the run to drain the topic")
         run.stop()
+    _check_against_truth(warehouse, truth)
+
+
+def _stored(warehouse: str, table: str) -> int:
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+RESTART_EVENTS = 3000
+
+
+def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
+    broker: KafkaBroker, tmp_path: Any, request: Any
+) -> None:
+    """A streaming run on local Flink is stopped (SIGTERM) in the middle of the topic, and a
+    second run with the same ``--checkpoint_dir`` resumes from the first one's last
+    checkpoint: its Kafka offsets and its keyed state (dedup, enrichment, velocity). Once the
+    second run has drained, every valid payment is stored exactly once and every burst
+    alerted once.
+
+    The topic is written before the first run starts, so the first run never catches up
+    with it: stopped at the first committed checkpoint, it is still reading. (A run that
+    catches up with an idle producer moves its watermark to the wall clock, and the
+    simulator's event times, compressed into the sending time, would then be late.)
+
+    Both runs use one Java worker pool, as a Flink task manager's sidecar serves a job that
+    is restarted: the second run needs a new Java worker after the first one's has stopped
+    (Beam's ExternalWorkerService could not start it, and the second run hung)."""
+    topic, truth = _produce(broker, partitions=2, seed=53, events=RESTART_EVENTS)
+    warehouse = str(tmp_path / "restart.duckdb")
+    pool = JavaWorkerPool(jar=FLINK_EXPANSION_JAR).start()
+    request.addfinalizer(pool.stop)
+    args = [
+        *_streaming_args(broker, topic, "restart", warehouse),
+        f"--checkpoint_dir={tmp_path / 'checkpoints'}",
+        "--checkpointing_interval=2000",
+        f"--kafka_java_worker_address={pool.address}",
+    ]
+    # the runner's own log (Flink's restore, task failures, restarts) goes into each run's log
+    flink_log = {"PAYSTREAM_BEAM_LOG_LEVEL": "INFO"}
+    with _StreamingRun(args, str(tmp_path), str(tmp_path / "first.log"), flink_log) as first:
+        first.wait_for(
+            lambda: (
+                first.counters().get('sink_rows{table="payment_transactions"}', 0) >= RESTART_EVENTS // 4
+                and _committed_and_end(broker, topic, "restart")[0] > 0
+            ),
+            600,
+            "a quarter of the rows stored and a committed checkpoint",
+        )
+        first.stop()
+    committed, end = _committed_and_end(broker, topic, "restart")
+    assert 0 < committed and end == RESTART_EVENTS, (committed, end)
+    rows_before = _stored(warehouse, "payment_transactions")
+    alerts_before = _stored(warehouse, "fraud_velocity_alerts")
+    assert 0 < rows_before < len(truth.valid_transaction_ids)  # stopped in the middle
+    rows_left = len(truth.valid_transaction_ids) - rows_before
+    alerts_left = len(truth.bursts) - alerts_before
+
+    with _StreamingRun(args, str(tmp_path), str(tmp_path / "second.log"), flink_log) as second:
+
+        def drained() -> bool:
+            c = second.counters()
+            return (
+                _committed_and_end(broker, topic, "restart")[0] == end
+                and c.get('sink_rows{table="payment_transactions"}', 0) >= rows_left
+                and c.get('sink_rows{table="fraud_velocity_alerts"}', 0) >= alerts_left
+            )
+
+        # (rows it writes again after the checkpoint count too, hence the quiet period)
+        second.wait_for(drained, 600, "the second run to drain the topic")
+        second.wait_for(second.quiet_for(15), 300, "the second run's counters to settle")
+        read_again = second.counters().get("payments_in", 0)
+        second.stop()
+        log = second.tail(10**8)
+    # Flink itself restored the first run's last checkpoint (not only our line saying so)
+    restored = re.search(r"Restoring job \w+ from Savepoint \d+ .* located at file:(\S+)", log)
+    assert restored and "resuming from Flink checkpoint" in log, log[-3000:]
+    assert restored.group(1).startswith(str(tmp_path / "checkpoints")), restored.group(1)
+    # the second run took over from the first one's last checkpoint, not from the beginning
+    # (it reads nothing at all when the first had read the whole topic before it: then all
+    # it stores comes out of the restored state); what it reads again after that checkpoint,
+    # dedup and the idempotent sinks absorb
+    assert read_again < end, read_again
     _check_against_truth(warehouse, truth)
