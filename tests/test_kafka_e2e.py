@@ -258,11 +258,15 @@ class _StreamingRun:
         """A run the test did not stop (it failed first) ends with its runner."""
         self._end()
 
-    def tail(self, chars: int = 3000) -> str:
+    def text(self) -> str:
+        """The run's whole log so far."""
         if not self._log.closed:
             self._log.flush()
         with open(self._log.name, encoding="utf-8", errors="replace") as handle:
-            return handle.read()[-chars:]
+            return handle.read()
+
+    def tail(self) -> str:
+        return self.text()[-3000:]
 
 
 def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
@@ -400,7 +404,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
         second.wait_for(second.quiet_for(15), 300, "the second run's counters to settle")
         read_again = second.counters().get("payments_in", 0)
         second.stop()
-        log = second.tail(10**8)
+        log = second.text()
     # Flink itself restored the first run's last checkpoint (not only our line saying so)
     restored = re.search(r"Restoring job \w+ from Savepoint \d+ .* located at file:(\S+)", log)
     assert restored and "resuming from Flink checkpoint" in log, log[-3000:]
