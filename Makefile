@@ -1,20 +1,32 @@
-# The targets CI runs (`bash .ci/run` is `make ci`). Python is python3 unless PYTHON is set.
+# The project's tasks. `make test` is the README's test command and what CI runs (`bash .ci/run`):
+# it installs everything the tests need, checks the code, then runs the whole suite.
+# Python is python3 unless PYTHON is set; PYTEST_ARGS narrows the run (`make test PYTEST_ARGS='-k kafka'`).
 PYTHON ?= python3
+PYTEST_ARGS ?=
 
-.PHONY: ci install deps lint test demo clean
+.PHONY: test ci install system-deps deps lint pytest demo clean
 
-ci: install deps lint test
+test: install deps lint pytest
 
+ci: test
+
+# The Python packages of the project and its test and lint extras.
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 
-# Java pieces for Kafka and Flink (broker, Beam expansion service, Flink job server) from
-# Maven Central with mvn, Go tools (kustomize) from the module proxy, and the BigQuery
-# emulator in its own virtualenv, into .cache/.
-deps:
+# Debian packages (redis-server, promtool, amtool, mvn) with apt-get where one is missing.
+system-deps:
+	bash scripts/system_deps.sh
+
+# Everything outside Python, each step skipped when its result is already there:
+# the Debian packages; the Java pieces for Kafka and Flink (broker, Beam expansion service,
+# Flink job server) from Maven Central with mvn; Go tools (kustomize, terraform and its
+# stand-in provider) from the module proxy; checkov and the BigQuery emulator in virtualenvs
+# of their own; all into .cache/.
+deps: system-deps
 	$(PYTHON) scripts/kafka_local.py fetch
 	bash scripts/go_tools.sh
-	bash terraform/tools.sh
+	PYTHON=$(PYTHON) bash terraform/tools.sh
 	PYTHON=$(PYTHON) bash scripts/bqemulator.sh
 
 lint:
@@ -22,8 +34,9 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy beam_pipeline transforms schemas simulator
 
-test:
-	$(PYTHON) -m pytest
+# The suite alone, for a machine where `make deps` has run.
+pytest:
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo:
 	$(PYTHON) -m beam_pipeline
