@@ -25,10 +25,11 @@ def split_lines(lines: Iterable[bytes]) -> Iterable[Tuple[int, bytes]]:
 
 class _ReadLinesFn(beam.DoFn):
     def process(self, readable: fileio.ReadableFile) -> Iterable[RawPayload]:
-        path = readable.metadata.path
+        topic = f"file:{readable.metadata.path}"
+        make = SourceRef._make  # positional, without the keyword handling of SourceRef(...)
         with readable.open(compression_type=fileio.CompressionTypes.AUTO) as handle:
             for number, line in split_lines(handle):
-                yield line, SourceRef(topic=f"file:{path}", partition=0, offset=number)
+                yield line, make((topic, 0, number, None))
 
 
 class FileLines(beam.PTransform):

@@ -45,17 +45,26 @@ def us_to_rfc3339(us: int) -> str:
     """Microseconds since the epoch → ``"2026-11-24T10:00:05.250000Z"`` (exact, UTC)."""
     if isinstance(us, bool) or not isinstance(us, int):
         raise TypeError(f"expected int microseconds, got {type(us).__name__}")
-    days, rem = divmod(us, _US_PER_DAY)
-    try:
-        day = date.fromordinal(_EPOCH_ORDINAL + days)
-    except (ValueError, OverflowError):
-        raise ValueError(f"timestamp out of range: {us} us") from None
-    seconds, micros = divmod(rem, _US_PER_SECOND)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    return (
-        f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micros:06d}Z"
-    )
+    seconds, micros = divmod(us, _US_PER_SECOND)
+    prefix = _SECOND_PREFIXES.get(seconds)
+    if prefix is None:
+        days, seconds_of_day = divmod(seconds, 86_400)
+        try:
+            day = date.fromordinal(_EPOCH_ORDINAL + days)
+        except (ValueError, OverflowError):
+            raise ValueError(f"timestamp out of range: {us} us") from None
+        hours, rest = divmod(seconds_of_day, 3600)
+        minutes, secs = divmod(rest, 60)
+        prefix = f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hours:02d}:{minutes:02d}:{secs:02d}."
+        if len(_SECOND_PREFIXES) >= 65_536:
+            _SECOND_PREFIXES.clear()
+        _SECOND_PREFIXES[seconds] = prefix
+    return f"{prefix}{micros:06d}Z"
+
+
+# whole seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS.": a run's rows fall on a few
+# thousand seconds, so each is formatted once
+_SECOND_PREFIXES: dict[int, str] = {}
 
 
 def rfc3339_to_us(s: str) -> int:
@@ -99,37 +108,50 @@ def _float(value: float, column: str) -> float:
     return out
 
 
-def _opt_float(value: float | None, column: str) -> float | None:
-    return None if value is None else _float(value, column)
-
-
 def transaction_row(e: EnrichedTransaction, ingested_at_us: int) -> dict[str, Any]:
     """One ``payment_transactions`` row."""
-    t = e.txn
+    txn, hour, ratio, count, gap, cross_border, risk = e
+    (
+        transaction_id,
+        account_id,
+        amount_minor,
+        currency,
+        card_masked,
+        card_token,
+        email_masked,
+        email_token,
+        phone_masked,
+        merchant_id,
+        merchant_category,
+        country,
+        card_country,
+        event_time_us,
+        source,
+    ) = txn
     return {
-        "transaction_id": t.transaction_id,
-        "account_id": t.account_id,
-        "amount": minor_to_numeric(t.amount_minor),
-        "currency": t.currency,
-        "card_masked": t.card_masked,
-        "card_token": t.card_token,
-        "email_masked": t.email_masked,
-        "email_token": t.email_token,
-        "phone_masked": t.phone_masked,
-        "merchant_id": t.merchant_id,
-        "merchant_category": t.merchant_category,
-        "country": t.country,
-        "card_country": t.card_country,
-        "event_time": us_to_rfc3339(t.event_time_us),
-        "hour_of_day_utc": int(e.hour_of_day_utc),
-        "amount_to_recent_mean": _opt_float(e.amount_to_recent_mean, "amount_to_recent_mean"),
-        "recent_txn_count": int(e.recent_txn_count),
-        "seconds_since_prev_txn": _opt_float(e.seconds_since_prev_txn, "seconds_since_prev_txn"),
-        "cross_border": None if e.cross_border is None else bool(e.cross_border),
-        "merchant_category_risk": _float(e.merchant_category_risk, "merchant_category_risk"),
-        "source_topic": t.source.topic,
-        "source_partition": t.source.partition,
-        "source_offset": t.source.offset,
+        "transaction_id": transaction_id,
+        "account_id": account_id,
+        "amount": minor_to_numeric(amount_minor),
+        "currency": currency,
+        "card_masked": card_masked,
+        "card_token": card_token,
+        "email_masked": email_masked,
+        "email_token": email_token,
+        "phone_masked": phone_masked,
+        "merchant_id": merchant_id,
+        "merchant_category": merchant_category,
+        "country": country,
+        "card_country": card_country,
+        "event_time": us_to_rfc3339(event_time_us),
+        "hour_of_day_utc": int(hour),
+        "amount_to_recent_mean": None if ratio is None else _float(ratio, "amount_to_recent_mean"),
+        "recent_txn_count": int(count),
+        "seconds_since_prev_txn": None if gap is None else _float(gap, "seconds_since_prev_txn"),
+        "cross_border": None if cross_border is None else bool(cross_border),
+        "merchant_category_risk": _float(risk, "merchant_category_risk"),
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
         "ingested_at": us_to_rfc3339(ingested_at_us),
     }
 

@@ -231,16 +231,31 @@ class PaymentProducer:
         self._iter = self._records()
         self._first: Optional[Outgoing] = next(self._iter, None)
 
-    def run(self, progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    def run(
+        self, progress: Optional[Callable[[Dict[str, Any]], None]] = None, max_records: Optional[int] = None
+    ) -> Dict[str, Any]:
+        """Send until done, stopped or past ``duration_s``; returns the report.
+
+        ``max_records``: pause once this call has sent that many (flushed, so all are
+        acknowledged or failed); the next ``run()`` goes on from the next payment.
+        """
         if not hasattr(self, "_iter"):
             self.prepare()
-        records = itertools.chain([self._first] if self._first is not None else [], self._iter)
-        deadline = None if self._duration_s is None else time.monotonic() + self._duration_s
+        if not hasattr(self, "_pending_records"):
+            self._pending_records = itertools.chain(
+                [self._first] if self._first is not None else [], self._iter
+            )
+        records = self._pending_records
+        if not hasattr(self, "_deadline"):  # the first call: the clock starts
+            self._deadline = None if self._duration_s is None else time.monotonic() + self._duration_s
+            self.stats.started = time.monotonic()
+        deadline = self._deadline
         pending: List[Outgoing] = []
         last_report = time.monotonic()
-        self.stats.started = time.monotonic()
         self.pacer.set_rate(self.pacer.rate)  # the rate is owed from now, not from construction
         exhausted = False
+        paused = False
+        sent_here = 0
         while not self._stop.is_set() and not exhausted:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -249,6 +264,11 @@ class PaymentProducer:
                 last_report = now
                 progress(self.stats.snapshot(self.pacer.rate))
             allowed = self.pacer.allowance()
+            if max_records is not None:
+                if sent_here >= max_records:
+                    paused = True
+                    break
+                allowed = min(allowed, max_records - sent_here)
             if allowed == 0:
                 self._producer.poll(0)
                 self.pacer.wait_tick()
@@ -262,9 +282,11 @@ class PaymentProducer:
             batch, pending = pending[:allowed], pending[allowed:]
             for rec in batch:
                 self._send(rec)
+            sent_here += len(batch)
             self.pacer.sent(len(batch))
             self._producer.poll(0)
-        self._stop.set()  # ends the generator thread
+        if not paused:
+            self._stop.set()  # ends the generator thread
         self._producer.flush(60)
         report = self.stats.snapshot(self.pacer.rate)
         if progress is not None:

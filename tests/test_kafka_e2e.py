@@ -351,15 +351,18 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
     second run has drained, every valid payment is stored exactly once and every burst
     alerted once.
 
-    The topic is written before the first run starts, so the first run never catches up
-    with it: stopped at the first committed checkpoint, it is still reading. (A run that
-    catches up with an idle producer moves its watermark to the wall clock, and the
-    simulator's event times, compressed into the sending time, would then be late.)
+    The first half of the topic is written before the first run starts and the second half
+    only once it has stopped, so the first run stops in the middle however fast it reads.
+    (A run that catches up with an idle producer moves its watermark to the wall clock, so
+    the simulator's event times, compressed into the sending time, are late for the second
+    run: the hour of lateness of ``_streaming_args`` covers them.)
 
     Both runs use one Java worker pool, as a Flink task manager's sidecar serves a job that
     is restarted: the second run needs a new Java worker after the first one's has stopped
     (Beam's ExternalWorkerService could not start it, and the second run hung)."""
-    topic, truth = _produce(broker, partitions=2, seed=53, events=RESTART_EVENTS)
+    topic, producer = _new_topic_and_producer(broker, 2, seed=53, rate=20_000, events=RESTART_EVENTS)
+    report = producer.run(max_records=RESTART_EVENTS // 2)
+    assert report["produced"] == RESTART_EVENTS // 2 and report["failed"] == 0, report
     warehouse = str(tmp_path / "restart.duckdb")
     pool = JavaWorkerPool(jar=FLINK_EXPANSION_JAR).start()
     request.addfinalizer(pool.stop)
@@ -381,6 +384,10 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
             "a quarter of the rows stored and a committed checkpoint",
         )
         first.stop()
+    report = producer.run()
+    assert report["produced"] == RESTART_EVENTS and report["failed"] == 0, report
+    truth = producer.truth
+    assert truth is not None
     committed, end = _committed_and_end(broker, topic, "restart")
     assert 0 < committed and end == RESTART_EVENTS, (committed, end)
     rows_before = _stored(warehouse, "payment_transactions")

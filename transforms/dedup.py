@@ -20,13 +20,13 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration
 
-from schemas.records import Transaction
+from schemas.records import DeadLetter, Transaction
 from transforms import telemetry
 from transforms.batching import DEFAULT_SHARDS, GroupIntoShards
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.masking import mask_email, mask_pan, mask_phone
 
-__all__ = ["DeduplicateTransactions", "first_copies", "masked_summary"]
+__all__ = ["DeduplicateTransactions", "conflict_dead_letter", "dedup_shard", "first_copies", "masked_summary"]
 
 
 def masked_summary(txn: Transaction) -> str:
@@ -47,18 +47,20 @@ def masked_summary(txn: Transaction) -> str:
     )
 
 
-def _conflict(txn: Transaction) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(
-        DEAD_LETTER_TAG,
-        make_dead_letter(
-            "dedup",
-            "conflicting_duplicate",
-            "transaction_id seen before with different content",
-            txn.source,
-            masked_summary(txn),
-            txn.transaction_id,
-        ),
+def conflict_dead_letter(txn: Transaction) -> DeadLetter:
+    """The dead letter of a copy whose id was seen before with different content."""
+    return make_dead_letter(
+        "dedup",
+        "conflicting_duplicate",
+        "transaction_id seen before with different content",
+        txn.source,
+        masked_summary(txn),
+        txn.transaction_id,
     )
+
+
+def _conflict(txn: Transaction) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_dead_letter(txn))
 
 
 def _source_order(txn: Transaction) -> Tuple[str, int, int]:
@@ -88,15 +90,22 @@ def first_copies(records: List[Transaction]) -> Tuple[List[Transaction], int, Li
     return kept, duplicates, conflicts
 
 
-def _dedup_shard(shard: Tuple[int, List[Transaction]]) -> Iterable[object]:
-    kept, duplicates, conflicts = first_copies(shard[1])
+def dedup_shard(records: List[Transaction]) -> Tuple[List[Transaction], List[DeadLetter]]:
+    """The first copies of a complete group of ids, and the dead letters of the conflicting
+    copies, counted: what the stateful path gives once a batch run's timers fire."""
+    kept, duplicates, conflicts = first_copies(records)
     telemetry.count("payments_unique", len(kept))
     telemetry.count("duplicates_dropped", duplicates)
     if conflicts:
         telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
+    return kept, [conflict_dead_letter(t) for t in conflicts]
+
+
+def _dedup_shard(shard: Tuple[int, List[Transaction]]) -> Iterable[object]:
+    kept, dead = dedup_shard(shard[1])
     yield from kept  # not re-stamped: see "Timestamps" in transforms/batching.py
-    for txn in conflicts:
-        yield _conflict(txn)
+    for letter in dead:
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
 
 
 class _DedupFn(beam.DoFn):

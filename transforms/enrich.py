@@ -10,8 +10,8 @@ after ``history_ttl_s`` of event time without payments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -35,6 +35,7 @@ __all__ = [
     "EnrichFeatures",
     "EnrichShards",
     "enrich_in_order",
+    "enrich_shard",
     "features",
     "merchant_category_risk",
 ]
@@ -64,36 +65,54 @@ def merchant_category_risk(mcc: str) -> float:
     return MCC_RISK.get(mcc, _UNKNOWN_MCC_RISK)
 
 
-@dataclass
 class AccountHistory:
-    """What we remember of an account: its last payment time and recent amounts."""
+    """What we remember of an account: its last payment time and recent amounts.
 
-    last_event_time_us: Optional[int] = None
-    recent_amounts: List[int] = field(default_factory=list)
+    The last ``HISTORY_SIZE`` amounts and their sum, kept as they change: each
+    payment costs the same however long the history (integers, so the sum is exact).
+    """
+
+    __slots__ = ("last_event_time_us", "recent_amounts", "recent_sum")
+
+    def __init__(self) -> None:
+        self.last_event_time_us: Optional[int] = None
+        self.recent_amounts: Deque[int] = deque(maxlen=HISTORY_SIZE)
+        self.recent_sum = 0
 
     def push(self, txn: MaskedTransaction) -> None:
         if self.last_event_time_us is None or txn.event_time_us >= self.last_event_time_us:
             self.last_event_time_us = txn.event_time_us
-        self.recent_amounts = (self.recent_amounts + [txn.amount_minor])[-HISTORY_SIZE:]
+        amounts = self.recent_amounts
+        if len(amounts) == HISTORY_SIZE:
+            self.recent_sum -= amounts[0]
+        amounts.append(txn.amount_minor)
+        self.recent_sum += txn.amount_minor
+
+    def __getstate__(self) -> Tuple[Optional[int], List[int]]:
+        return self.last_event_time_us, list(self.recent_amounts)
+
+    def __setstate__(self, state: Tuple[Optional[int], List[int]]) -> None:
+        self.last_event_time_us = state[0]
+        self.recent_amounts = deque(state[1], maxlen=HISTORY_SIZE)
+        self.recent_sum = sum(self.recent_amounts)
 
 
 def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransaction:
     """The features of ``txn`` given the account's history *before* it."""
     n = len(history.recent_amounts)
-    ratio = txn.amount_minor / (sum(history.recent_amounts) / n) if n else None
-    gap = (
-        (txn.event_time_us - history.last_event_time_us) / 1e6
-        if history.last_event_time_us is not None
-        else None
-    )
-    return EnrichedTransaction(
-        txn=txn,
-        hour_of_day_utc=(txn.event_time_us // 3_600_000_000) % 24,
-        amount_to_recent_mean=round(ratio, 6) if ratio is not None else None,
-        recent_txn_count=n,
-        seconds_since_prev_txn=gap,
-        cross_border=(txn.card_country != txn.country) if txn.card_country else None,
-        merchant_category_risk=merchant_category_risk(txn.merchant_category),
+    last = history.last_event_time_us
+    mcc_risk = MCC_RISK.get(txn.merchant_category, _UNKNOWN_MCC_RISK)
+    return tuple.__new__(  # type: ignore[no-any-return]
+        EnrichedTransaction,
+        (
+            txn,
+            (txn.event_time_us // 3_600_000_000) % 24,
+            round(txn.amount_minor / (history.recent_sum / n), 6) if n else None,
+            n,
+            (txn.event_time_us - last) / 1e6 if last is not None else None,
+            (txn.card_country != txn.country) if txn.card_country else None,
+            mcc_risk,
+        ),
     )
 
 
@@ -116,7 +135,8 @@ def enrich_in_order(records: Iterable[MaskedTransaction]) -> Iterable[EnrichedTr
         history.push(txn)
 
 
-def _enrich_shard(shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[EnrichedTransaction]:
+def enrich_shard(shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[EnrichedTransaction]:
+    """``enrich_in_order`` over a shard's complete list of accounts, counted."""
     yield from enrich_in_order(shard[1])  # not re-stamped: see "Timestamps" in transforms/batching.py
     telemetry.count("payments_enriched", len(shard[1]))
 
@@ -200,7 +220,7 @@ class EnrichShards(beam.PTransform):
     def expand(
         self, shards: beam.PCollection[Tuple[int, List[MaskedTransaction]]]
     ) -> beam.PCollection[EnrichedTransaction]:
-        return shards | "InEventTimeOrder" >> beam.FlatMap(_enrich_shard).with_output_types(
+        return shards | "InEventTimeOrder" >> beam.FlatMap(enrich_shard).with_output_types(
             EnrichedTransaction
         )
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -22,7 +23,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.records import SourceRef, Transaction
+from schemas.records import DeadLetter, SourceRef, Transaction
 from transforms import telemetry
 from transforms.codes import ISO_3166_ALPHA2, ISO_4217
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
@@ -35,8 +36,11 @@ __all__ = [
     "ParseError",
     "ParseTransactions",
     "RawPayload",
+    "ParseCounts",
     "luhn_valid",
     "parse_amount_minor",
+    "parse_or_dead_letter",
+    "payload_size",
     "parse_event_time_us",
     "parse_payment",
 ]
@@ -84,8 +88,18 @@ class ParseError(ValueError):
         self.transaction_id = transaction_id
 
 
+# Luhn on ASCII digits in C: the digits in even places from the right are mapped to their
+# doubled value less 9 above 9, and the sum of a digit string's bytes, less 48 for each,
+# is the sum of its digits.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum of a string of digits."""
+    if digits.isascii() and digits.isdigit():
+        odd, even = digits[-1::-2].encode(), digits[-2::-2].translate(_LUHN_DOUBLED).encode()
+        return (sum(odd) + sum(even) - 48 * len(digits)) % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -139,7 +153,8 @@ def parse_event_time_us(value: Any) -> int:
         raise ParseError("invalid_event_time", "event_time has no timezone offset")
     if parsed.year < 2000:
         raise ParseError("invalid_event_time", "event_time is before the year 2000")
-    return (parsed - _EPOCH) // timedelta(microseconds=1)
+    since = parsed - _EPOCH
+    return since.days * 86_400_000_000 + since.seconds * 1_000_000 + since.microseconds
 
 
 def _text(
@@ -163,6 +178,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+_AMOUNT_PARTS_RE = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
+_REQUIRED = operator.itemgetter(*REQUIRED_FIELDS)
+# _ID_RE, _MCC_RE, _CVV_RE and _EMAIL_RE in a row, separated by \x1f (which none of them
+# matches: it is white space), with nothing allowed around them (their "$" allows a final
+# newline, which _text strips; here a value with any white space is left to _checked_payment)
+_ID = r"[A-Za-z0-9._:\-]{1,128}"
+_TEXT_FIELDS = re.compile(
+    rf"{_ID}\x1f{_ID}\x1f{_ID}\x1f\d{{4}}\x1f\d{{3,4}}\x1f[^@\s]{{1,64}}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+"
+)
+
+
+def _decode_json(text: str) -> Any:
+    """``json.loads(text)`` with decimals as ``Decimal``: the C scanner straight away on a
+    value that fills the text, ``JSONDecoder.decode`` (its exact errors) otherwise."""
+    try:
+        obj, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(text):
+        return _DECODER.decode(text)
+    return obj
+
+
 def parse_payment(
     raw: bytes,
     source: SourceRef,
@@ -175,16 +215,170 @@ def parse_payment(
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise ParseError("payload_too_large", f"payload is {len(raw)} bytes, over {MAX_PAYLOAD_BYTES}")
     try:
-        text = bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("not_utf8", "payload is not valid UTF-8") from None
     try:
-        obj = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        obj = _decode_json(text)
     except (ValueError, RecursionError):
         raise ParseError("invalid_json", "payload is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ParseError("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    txn = _lean_payment(obj, source, now_us + max_future_skew_us)
+    if txn is None:  # something is off: the checks one by one, for the exact error
+        txn = _checked_payment(obj, source, now_us, max_future_skew_us)
+    return txn
 
+
+def _lean_payment(obj: dict[str, Any], source: SourceRef, latest_us: int) -> Optional[Transaction]:
+    """The payment of a well-formed object, checked in one pass; ``None`` at the first doubt.
+
+    It accepts only what ``_checked_payment`` accepts, and returns the same record for it;
+    whatever it is unsure of (surrounding space, a number for an amount, a missing field,
+    any error) it leaves to ``_checked_payment``, which names the error. No exception is
+    raised or caught on the way of a valid payment.
+    """
+    try:
+        (
+            transaction_id,
+            account_id,
+            amount,
+            currency,
+            card,
+            cvv,
+            email,
+            phone,
+            merchant_id,
+            merchant_category,
+            country,
+            event_time,
+        ) = _REQUIRED(obj)
+    except KeyError:
+        return None
+    if (
+        type(transaction_id) is not str
+        or type(account_id) is not str
+        or type(merchant_id) is not str
+        or type(merchant_category) is not str
+        or type(cvv) is not str
+        or type(email) is not str
+    ):
+        return None
+    # The identifiers, the category, the CVV and the email in one match (none of them can
+    # hold the separator), then one search of the identifiers for a card-like digit run.
+    joined = f"{transaction_id}\x1f{account_id}\x1f{merchant_id}\x1f{merchant_category}\x1f{cvv}\x1f{email}"
+    if (
+        _TEXT_FIELDS.fullmatch(joined) is None
+        or _LONG_DIGITS_RE.search(joined, 0, len(transaction_id) + len(account_id) + len(merchant_id) + 2)
+        is not None
+    ):
+        return None
+    if type(amount) is str:
+        parts = _AMOUNT_PARTS_RE.fullmatch(amount)
+        if parts is None:
+            return None
+        whole, cents = parts.groups()
+        amount_minor = int(whole) * 100 + (int(cents) * (10 if len(cents) == 1 else 1) if cents else 0)
+    elif type(amount) is Decimal and amount.is_finite():
+        scaled = amount * 100
+        if scaled != scaled.to_integral_value():
+            return None
+        amount_minor = int(scaled)
+    else:
+        return None
+    if not 0 < amount_minor < MAX_AMOUNT_MINOR:
+        return None
+    card_country = obj.get("card_country")
+    if (
+        type(currency) is not str
+        or currency not in ISO_4217
+        or type(country) is not str
+        or country not in ISO_3166_ALPHA2
+        or (
+            card_country is not None
+            and (type(card_country) is not str or card_country not in ISO_3166_ALPHA2)
+        )
+        or type(card) is not str
+        or not (12 <= len(card) <= 19 and card.isascii() and card.isdigit())
+        or (sum(card[-1::-2].encode()) + sum(card[-2::-2].translate(_LUHN_DOUBLED).encode()) - 48 * len(card))
+        % 10
+        or type(phone) is not str
+        or phone.strip() is not phone
+        or not phone.isascii()
+        or not 7 <= len(phone) - len(phone.translate(_NO_DIGITS)) <= 15
+        or _PHONE_RE.match(phone) is None
+    ):
+        return None
+    if type(event_time) is not str or not 10 <= len(event_time) <= 40 or event_time.strip() is not event_time:
+        return None
+    try:
+        parsed = _fromisoformat(event_time)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None or parsed.year < 2000:
+        return None
+    since = parsed - _EPOCH
+    event_time_us = since.days * 86_400_000_000 + since.seconds * 1_000_000 + since.microseconds
+    if event_time_us > latest_us:
+        return None
+    return _transaction(
+        (
+            transaction_id,
+            account_id,
+            amount_minor,
+            currency,
+            card,
+            email,
+            phone,
+            merchant_id,
+            merchant_category,
+            country,
+            card_country,
+            event_time_us,
+            source,
+            _fingerprint(
+                transaction_id,
+                account_id,
+                amount_minor,
+                currency,
+                merchant_id,
+                merchant_category,
+                country,
+                event_time_us,
+            ),
+        )
+    )
+
+
+_fromisoformat = datetime.fromisoformat
+
+
+def _transaction(values: Tuple[Any, ...]) -> Transaction:
+    """A ``Transaction`` from its values in field order (``tuple.__new__``: no keyword handling)."""
+    return tuple.__new__(Transaction, values)  # type: ignore[no-any-return]
+
+
+def _fingerprint(
+    transaction_id: str,
+    account_id: str,
+    amount_minor: int,
+    currency: str,
+    merchant_id: str,
+    merchant_category: str,
+    country: str,
+    event_time_us: int,
+) -> str:
+    """A hash of a payment's content, to tell an exact copy from a conflicting one."""
+    return hashlib.sha256(
+        f"{transaction_id}|{account_id}|{amount_minor}|{currency}|{merchant_id}|{merchant_category}|"
+        f"{country}|{event_time_us}".encode()
+    ).hexdigest()[:32]
+
+
+def _checked_payment(
+    obj: dict[str, Any], source: SourceRef, now_us: int, max_future_skew_us: int
+) -> Transaction:
+    """Every check in turn, each with its own error: for an object ``_lean_payment`` doubts."""
     raw_id = obj.get("transaction_id")
     txn_id = raw_id if isinstance(raw_id, str) and _ID_RE.match(raw_id) else None
     try:
@@ -227,20 +421,6 @@ def parse_payment(
         err.transaction_id = err.transaction_id or txn_id
         raise
 
-    fingerprint = hashlib.sha256(
-        "|".join(
-            (
-                transaction_id,
-                account_id,
-                str(amount_minor),
-                currency,
-                merchant_id,
-                merchant_category,
-                country,
-                str(event_time_us),
-            )
-        ).encode()
-    ).hexdigest()[:32]
     return Transaction(
         transaction_id=transaction_id,
         account_id=account_id,
@@ -255,7 +435,16 @@ def parse_payment(
         card_country=card_country,
         event_time_us=event_time_us,
         source=source,
-        fingerprint=fingerprint,
+        fingerprint=_fingerprint(
+            transaction_id,
+            account_id,
+            amount_minor,
+            currency,
+            merchant_id,
+            merchant_category,
+            country,
+            event_time_us,
+        ),
     )
 
 
@@ -264,64 +453,90 @@ def parse_payment(
 _COUNT_EVERY = 1000
 
 
+def parse_or_dead_letter(
+    raw: bytes, source: SourceRef, now_us: int, max_future_skew_us: int
+) -> Union[Transaction, DeadLetter]:
+    """The payment of one payload, or its dead letter (counted): never an exception.
+
+    What ``ParseTransactions`` emits for a payload, and the batch driver too
+    (``transforms/bounded.py``). The callers observe ``payload_size`` of each.
+    """
+    try:
+        return parse_payment(raw, source, now_us, max_future_skew_us)
+    except ParseError as err:
+        return _dead_letter(err.reason, err.message, raw, source, err.transaction_id)
+    except Exception as err:  # a bug must not stop the stream: dead-letter it
+        _LOG.exception("parser failed on %s/%s/%s", source.topic, source.partition, source.offset)
+        return _dead_letter(
+            "internal_error", type(err).__name__, raw if isinstance(raw, bytes) else b"", source, None
+        )
+
+
+def payload_size(raw: Any) -> int:
+    """The size a payload is counted with in ``payload_bytes`` (0 for what is not bytes)."""
+    return len(raw) if isinstance(raw, (bytes, bytearray)) else 0
+
+
+def _dead_letter(
+    reason: str, message: str, raw: bytes, source: SourceRef, txn_id: Optional[str]
+) -> DeadLetter:
+    telemetry.count("dead_letters", stage="parse", reason=reason)
+    return make_dead_letter("parse", reason, message, source, masked_payload_text(raw), txn_id)
+
+
+class ParseCounts:
+    """The read and valid counters, added every ``_COUNT_EVERY`` payloads and at ``flush()``:
+    per bundle, not per payment, yet often enough that live metrics move in a large bundle."""
+
+    __slots__ = ("read", "valid")
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.valid = 0
+
+    def add(self, read: int, valid: int) -> None:
+        self.read += read
+        self.valid += valid
+        if self.read >= _COUNT_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.read:
+            telemetry.count("payments_in", self.read)
+            bump("read", self.read)
+        if self.valid:
+            telemetry.count("payments_valid", self.valid)
+        self.read = 0
+        self.valid = 0
+
+
 class _ParseFn(beam.DoFn):
     def __init__(self, max_future_skew_s: float, stamp_event_time: bool = True) -> None:
         self._max_future_skew_us = int(max_future_skew_s * 1_000_000)
         self._stamp_event_time = stamp_event_time
-        self._read = 0
-        self._valid = 0
+        self._counts = ParseCounts()
 
     def start_bundle(self) -> None:
-        self._read = 0
-        self._valid = 0
+        self._counts = ParseCounts()
 
     def process(
         self, element: RawPayload
     ) -> Iterable[Union[Transaction, TimestampedValue, beam.pvalue.TaggedOutput]]:
         raw, source = element
-        self._read += 1
-        if self._read >= _COUNT_EVERY:
-            self._count()
-        now_us = int(time.time() * 1_000_000)
-        try:
-            size = len(raw)
-            telemetry.observe("payload_bytes", size)
-            txn = parse_payment(raw, source, now_us, self._max_future_skew_us)
-        except ParseError as err:
-            yield self._dead_letter(err.reason, err.message, raw, source, err.transaction_id)
+        telemetry.observe("payload_bytes", payload_size(raw))
+        result = parse_or_dead_letter(raw, source, int(time.time() * 1_000_000), self._max_future_skew_us)
+        if not isinstance(result, Transaction):
+            self._counts.add(1, 0)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
             return
-        except Exception as err:  # a bug must not stop the stream: dead-letter it
-            _LOG.exception("parser failed on %s/%s/%s", source.topic, source.partition, source.offset)
-            yield self._dead_letter(
-                "internal_error", type(err).__name__, raw if isinstance(raw, bytes) else b"", source, None
-            )
-            return
-        self._valid += 1
+        self._counts.add(1, 1)
         if self._stamp_event_time:
-            yield TimestampedValue(txn, Timestamp(micros=txn.event_time_us))
+            yield TimestampedValue(result, Timestamp(micros=result.event_time_us))
         else:
-            yield txn
+            yield result
 
     def finish_bundle(self) -> None:
-        self._count()
-
-    def _count(self) -> None:
-        """Adds the payloads read and parsed since the last call to the counters."""
-        if self._read:
-            telemetry.count("payments_in", self._read)
-            bump("read", self._read)
-        if self._valid:
-            telemetry.count("payments_valid", self._valid)
-        self._read = 0
-        self._valid = 0
-
-    @staticmethod
-    def _dead_letter(
-        reason: str, message: str, raw: bytes, source: SourceRef, txn_id: Optional[str]
-    ) -> beam.pvalue.TaggedOutput:
-        telemetry.count("dead_letters", stage="parse", reason=reason)
-        letter = make_dead_letter("parse", reason, message, source, masked_payload_text(raw), txn_id)
-        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+        self._counts.flush()
 
 
 class ParseTransactions(beam.PTransform):

@@ -36,6 +36,7 @@ every scenario on both):
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -59,6 +60,7 @@ __all__ = [
     "VelocityRule",
     "WindowCount",
     "judge_bursts",
+    "judge_shard",
     "window_starts",
 ]
 
@@ -121,42 +123,68 @@ class _Alerted:
     alert_id: str
 
 
+# A payment as the tracker keeps it: (event_time_us, transaction_id, closed_before_us),
+# the last the latest window start that was already closed when it arrived.
+_Held = Tuple[int, str, int]
+
+
 @dataclass
 class BurstTracker:
-    """Per-account state of ``RaiseAlerts``: window counts and alerted runs."""
+    """Per-account state of ``RaiseAlerts``: window counts and alerted runs.
+
+    The ``windows`` implementation hands it every pane (``observe``). The ``state``
+    implementation hands it payments (``add_payment``): it keeps the account's
+    payments in order and builds the pane of a window only when the window can
+    hold ``threshold`` of them, so a payment with no close neighbours costs one
+    append and two bisections, not a pane for each of its windows.
+    """
 
     windows: Dict[int, WindowCount] = field(default_factory=dict)
     alerted: List[_Alerted] = field(default_factory=list)
     max_end_us: int = 0
     watermark_us: int = -(2**62)  # the latest timer time seen: a lower bound of the watermark
+    payments: List[_Held] = field(default_factory=list)  # sorted; only what a changing window can hold
 
     def add_payment(self, ref: TxnRef, rule: VelocityRule) -> List[WindowCount]:
         """Count a payment into its sliding windows, as ``SlidingWindows`` assigns them.
 
         Windows already past the allowed lateness (as far as this key has seen
         the watermark) don't take it, like Beam's windowing. Returns the panes
-        that changed.
+        that changed and hold at least ``threshold`` payments (no other pane can
+        raise or shape an alert).
         """
-        size_us, threshold = rule.size_us, rule.threshold
+        at = ref[0]
+        size_us, period_us, threshold = rule.size_s * _US, rule.period_s * _US, rule.threshold
         closed_before = self.watermark_us - rule.allowed_lateness_s * _US - size_us
-        windows = self.windows
-        new = tuple.__new__  # WindowCount(...) without its keyword handling: the hot path
+        last_start = at - at % period_us  # the windows holding it start at last_start, - period, ...
+        if last_start <= closed_before:  # end + allowed lateness <= watermark: all closed
+            return []
+        held = (at, ref[1], closed_before)
+        payments = self.payments
+        if last_start + size_us > self.max_end_us:
+            self.max_end_us = last_start + size_us
+        if not payments or held > payments[-1]:
+            payments.append(held)
+            if len(payments) < threshold or payments[-threshold][0] <= at - size_us:
+                return []  # in order, and too few payments within a window's length before it
+        else:
+            insort(payments, held)
+        # Every window holding this payment lies within (at - size, last_start + size).
+        lo = bisect_left(payments, (at - size_us + 1,))
+        hi = bisect_left(payments, (last_start + size_us,), lo)
+        if hi - lo < threshold:
+            return []
+        new = tuple.__new__  # WindowCount(...) without its keyword handling
         changed = []
-        for start in window_starts(ref[0], size_us, rule.period_us):
-            if start <= closed_before:  # end + allowed lateness <= watermark: closed
-                continue
-            known = windows.get(start)
-            if known is None:
-                pane = new(WindowCount, (start, start + size_us, 1, (ref,)))
-            else:
-                earliest = known.earliest
-                if len(earliest) < threshold or ref < earliest[-1]:
-                    earliest = tuple(sorted(earliest + (ref,))[:threshold])
-                pane = new(WindowCount, (start, known.end_us, known.payments + 1, earliest))
-            windows[start] = pane
-            changed.append(pane)
-        if changed:
-            self.max_end_us = max(self.max_end_us, changed[0].end_us)
+        for start in range(last_start, max(closed_before, at - size_us), -period_us):
+            end = start + size_us
+            first = bisect_left(payments, (start,), lo, hi)
+            inside = [p for p in payments[first : bisect_left(payments, (end,), first, hi)] if p[2] < start]
+            if len(inside) >= threshold:
+                earliest = tuple((p[0], p[1]) for p in inside[:threshold])
+                pane = new(WindowCount, (start, end, len(inside), earliest))
+                self.windows[start] = pane
+                changed.append(pane)
         return changed
 
     def observe(self, pane: WindowCount) -> None:
@@ -234,6 +262,8 @@ class BurstTracker:
         horizon = watermark_us - rule.allowed_lateness_s * _US - 2 * rule.size_us
         self.windows = {s: w for s, w in self.windows.items() if w.end_us > horizon}
         self.alerted = [a for a in self.alerted if a.last_start_us + rule.size_us > horizon]
+        # A window that can still change starts after ``horizon - size``: older payments are in none.
+        del self.payments[: bisect_left(self.payments, (horizon - rule.size_us + 1,))]
 
     def idle_after_us(self, rule: VelocityRule) -> int:
         """After this event time no window of the account can change any more."""
@@ -261,16 +291,24 @@ def judge_bursts(
     return alerts
 
 
+def judge_shard(
+    records: Iterable[MaskedTransaction], rule: VelocityRule, judge_until_us: Optional[int]
+) -> Iterable[TimestampedValue]:
+    """``judge_bursts`` over a shard's complete list of accounts: each alert, counted and
+    stamped with its crossing payment's event time."""
+    refs = ((t.account_id, (t.event_time_us, t.transaction_id)) for t in records)
+    for alert in judge_bursts(refs, rule, judge_until_us):
+        telemetry.count("fraud_alerts")
+        yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
+
+
 class _JudgeShardFn(beam.DoFn):
     def __init__(self, rule: VelocityRule, judge_until_us: Optional[int]) -> None:
         self._rule = rule
         self._judge_until_us = judge_until_us
 
     def process(self, shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[TimestampedValue]:
-        refs = ((t.account_id, (t.event_time_us, t.transaction_id)) for t in shard[1])
-        for alert in judge_bursts(refs, self._rule, self._judge_until_us):
-            telemetry.count("fraud_alerts")
-            yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
+        return judge_shard(shard[1], self._rule, self._judge_until_us)
 
 
 class JudgeBurstShards(beam.PTransform):
