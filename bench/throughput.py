@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import resource
 import subprocess
@@ -141,7 +142,7 @@ def kernels(path: str) -> Dict[str, Any]:
             else:
                 dead += 1
     accounts: Dict[str, Tuple[AccountHistory, BurstTracker]] = {}
-    for m in sorted(masked, key=lambda t: (t.event_time_us, t.transaction_id)):
+    for m in sorted(masked, key=operator.attrgetter("event_time_us", "transaction_id")):
         state = accounts.get(m.account_id)
         if state is None:
             state = accounts[m.account_id] = (AccountHistory(), BurstTracker())
@@ -333,6 +334,7 @@ LABELS = {
 # What the issue asks of each line, per CPU second: a share of (a'), and for (a) a rate too.
 TARGETS = {"kernels": (0.75, 40_000.0), "batch": (0.30, None)}
 _PAYSTREAM = ("batch", "stream", "flink")
+_REPEATED = ("lean", "kernels", "batch")
 _COMPARED = ("stored", "dead_letters", "duplicates", "alert_ids")
 
 
@@ -348,6 +350,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--flink-events", type=int, default=0, help="payments for a local Flink run; 0: skip")
     parser.add_argument("--textbook", action="store_true", help="run the textbook graph (minutes at 200k)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of (a'), (a) and batch, in turns; the fastest counts"
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "throughput.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -379,10 +384,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for variant, n in (("stream", args.stream_events), ("flink", args.flink_events)):
         if n:
             plan.append((variant, min(n, args.events)))
+    # Each variant runs --repeat times, in turns (a', a, c, a', a, c, ...), and its fastest run
+    # by CPU time counts: the machine's drift then falls on every variant alike.
     results: Dict[str, Dict[str, Any]] = {}
-    for step, (variant, n) in enumerate(plan, start=1):
-        print(f"[{step}/{len(plan)}]", end="")
-        results[variant] = run_variant(variant, inputs[n], workdir, n)
+    repeated = [(variant, n) for variant, n in plan if variant in _REPEATED]
+    runs = [*(repeated * args.repeat), *[(v, n) for v, n in plan if v not in _REPEATED]]
+    for step, (variant, n) in enumerate(runs, start=1):
+        print(f"[{step}/{len(runs)}]", end="")
+        result = run_variant(variant, inputs[n], workdir, n)
+        if variant not in results or result["cpu_seconds"] < results[variant]["cpu_seconds"]:
+            results[variant] = result
+    results = {variant: results[variant] for variant, _ in plan}
     # Same results: each paystream run against our kernels on the same input.
     kernel_runs: Dict[int, Dict[str, Any]] = {args.events: results["kernels"]}
     for variant, n in plan:

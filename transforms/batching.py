@@ -99,7 +99,12 @@ class _RecordPickler(pickle.Pickler):
 def _dumps(records: ShardRecords) -> bytes:
     columns = _columns(records)
     if columns is not None:
-        return _COLUMNS + pickle.dumps(columns, pickle.HIGHEST_PROTOCOL)
+        buffer = io.BytesIO()
+        buffer.write(_COLUMNS)
+        pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True  # no memo: columns hold no cycles, and their values are mostly unique
+        pickler.dump(columns)
+        return buffer.getvalue()
     buffer = io.BytesIO()
     buffer.write(_PICKLED)
     _RecordPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(records)

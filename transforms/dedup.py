@@ -12,6 +12,7 @@ would hide a producer bug.
 from __future__ import annotations
 
 import json
+import operator
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -63,8 +64,9 @@ def _conflict(txn: Transaction) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_dead_letter(txn))
 
 
-def _source_order(txn: Transaction) -> Tuple[str, int, int]:
-    return (txn.source.topic, txn.source.partition, txn.source.offset)
+# Where a copy was read (Kafka partition and offset, or file and line): SourceRef compares
+# by topic, partition and offset, then key, which is the same for the same coordinates.
+_source_order = operator.attrgetter("source")
 
 
 def first_copies(records: List[Transaction]) -> Tuple[List[Transaction], int, List[Transaction]]:

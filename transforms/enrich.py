@@ -10,6 +10,7 @@ after ``history_ttl_s`` of event time without payments.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
@@ -116,8 +117,8 @@ def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransac
     )
 
 
-def _order(txn: MaskedTransaction) -> Tuple[int, str]:
-    return (txn.event_time_us, txn.transaction_id)
+# event time, then id: the order an account's payments are enriched in
+_order = operator.attrgetter("event_time_us", "transaction_id")
 
 
 def enrich_in_order(records: Iterable[MaskedTransaction]) -> Iterable[EnrichedTransaction]:

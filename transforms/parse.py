@@ -180,12 +180,12 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
-_AMOUNT_PARTS_RE = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
 _REQUIRED = operator.itemgetter(*REQUIRED_FIELDS)
 # _ID_RE, _MCC_RE, _CVV_RE and _EMAIL_RE in a row, separated by \x1f (which none of them
 # matches: it is white space), with nothing allowed around them (their "$" allows a final
 # newline, which _text strips; here a value with any white space is left to _checked_payment)
 _ID = r"[A-Za-z0-9._:\-]{1,128}"
+_ASCII_DIGITS_12 = re.compile(r"[0-9]{12}")  # the start of what _LONG_DIGITS_RE finds, in ASCII text
 _TEXT_FIELDS = re.compile(
     rf"{_ID}\x1f{_ID}\x1f{_ID}\x1f\d{{4}}\x1f\d{{3,4}}\x1f[^@\s]{{1,64}}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+"
 )
@@ -269,16 +269,20 @@ def _lean_payment(obj: dict[str, Any], source: SourceRef, latest_us: int) -> Opt
     joined = f"{transaction_id}\x1f{account_id}\x1f{merchant_id}\x1f{merchant_category}\x1f{cvv}\x1f{email}"
     if (
         _TEXT_FIELDS.fullmatch(joined) is None
-        or _LONG_DIGITS_RE.search(joined, 0, len(transaction_id) + len(account_id) + len(merchant_id) + 2)
+        or _ASCII_DIGITS_12.search(joined, 0, len(transaction_id) + len(account_id) + len(merchant_id) + 2)
         is not None
     ):
         return None
     if type(amount) is str:
-        parts = _AMOUNT_PARTS_RE.fullmatch(amount)
-        if parts is None:
+        whole, dot, cents = amount.partition(".")
+        if not (0 < len(whole) <= 15 and whole.isascii() and whole.isdigit()):
             return None
-        whole, cents = parts.groups()
-        amount_minor = int(whole) * 100 + (int(cents) * (10 if len(cents) == 1 else 1) if cents else 0)
+        if not dot:
+            amount_minor = int(whole) * 100
+        elif 0 < len(cents) <= 2 and cents.isascii() and cents.isdigit():
+            amount_minor = int(whole + cents) * (10 if len(cents) == 1 else 1)
+        else:
+            return None
     elif type(amount) is Decimal and amount.is_finite():
         scaled = amount * 100
         if scaled != scaled.to_integral_value():
@@ -309,16 +313,11 @@ def _lean_payment(obj: dict[str, Any], source: SourceRef, latest_us: int) -> Opt
         or _PHONE_RE.match(phone) is None
     ):
         return None
-    if type(event_time) is not str or not 10 <= len(event_time) <= 40 or event_time.strip() is not event_time:
+    if type(event_time) is not str:
         return None
-    try:
-        parsed = _fromisoformat(event_time)
-    except ValueError:
+    event_time_us = _event_time_us(event_time)
+    if event_time_us is None:
         return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None or parsed.year < 2000:
-        return None
-    since = parsed - _EPOCH
-    event_time_us = since.days * 86_400_000_000 + since.seconds * 1_000_000 + since.microseconds
     if event_time_us > latest_us:
         return None
     return _transaction(
@@ -351,6 +350,77 @@ def _lean_payment(obj: dict[str, Any], source: SourceRef, latest_us: int) -> Opt
 
 
 _fromisoformat = datetime.fromisoformat
+_SECOND_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_FRACTION_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+# "YYYY-MM-DDTHH:MM:SS" -> its local time in microseconds since the epoch (as if at UTC):
+# the payments of a run fall on a few thousand seconds, so each is parsed once
+_SECONDS: dict[str, int] = {}
+
+
+def _local_second_us(prefix: str) -> Optional[int]:
+    """The local time of a "YYYY-MM-DDTHH:MM:SS" prefix, as if at UTC (``None`` if invalid or
+    before 2000); remembered."""
+    found = _SECONDS.get(prefix)
+    if found is None:
+        if _SECOND_RE.fullmatch(prefix) is None:
+            return None
+        try:
+            parsed = _fromisoformat(prefix + "+00:00")
+        except ValueError:
+            return None
+        if parsed.year < 2000:
+            return None
+        since = parsed - _EPOCH
+        found = since.days * 86_400_000_000 + since.seconds * 1_000_000
+        if len(_SECONDS) >= 100_000:
+            _SECONDS.clear()
+        _SECONDS[prefix] = found
+    return found
+
+
+def _event_time_us(value: str) -> Optional[int]:
+    """``parse_event_time_us(value)``, or ``None`` where that would raise.
+
+    The usual shape, "YYYY-MM-DDTHH:MM:SS", a fraction of 1 to 6 digits, then "Z" or
+    "+HH:MM", is read by hand (its second from ``_SECONDS``); anything else goes through
+    ``datetime.fromisoformat`` as in ``parse_event_time_us``.
+    """
+    base = _local_second_us(value[:19])
+    tail = value[19:]
+    if base is not None and tail:
+        if tail[-1] == "Z":
+            offset_us, fraction = 0, tail[:-1]
+        elif len(tail) >= 6 and tail[-3] == ":" and tail[-6] in "+-":
+            hours, minutes = tail[-5:-3], tail[-2:]
+            if not (hours.isascii() and hours.isdigit() and minutes.isascii() and minutes.isdigit()):
+                return _any_event_time_us(value)
+            if int(hours) > 23 or int(minutes) > 59:
+                return None
+            offset_us = (int(hours) * 3600 + int(minutes) * 60) * 1_000_000
+            if tail[-6] == "-":
+                offset_us = -offset_us
+            fraction = tail[:-6]
+        else:
+            return _any_event_time_us(value)
+        if not fraction:
+            return base - offset_us
+        digits = fraction[1:]
+        if fraction[0] == "." and 1 <= len(digits) <= 6 and digits.isascii() and digits.isdigit():
+            return base + int(digits) * _FRACTION_SCALE[len(digits)] - offset_us
+    return _any_event_time_us(value)
+
+
+def _any_event_time_us(value: str) -> Optional[int]:
+    if not 10 <= len(value) <= 40 or value.strip() is not value:
+        return None
+    try:
+        parsed = _fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None or parsed.year < 2000:
+        return None
+    since = parsed - _EPOCH
+    return since.days * 86_400_000_000 + since.seconds * 1_000_000 + since.microseconds
 
 
 def _transaction(values: Tuple[Any, ...]) -> Transaction:
