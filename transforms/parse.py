@@ -379,13 +379,16 @@ def _local_second_us(prefix: str) -> Optional[int]:
 
 
 def _event_time_us(value: str) -> Optional[int]:
-    """``parse_event_time_us(value)``, or ``None`` where that would raise.
+    """``parse_event_time_us(value)``, or ``None`` where that would raise or where ``value``
+    has surrounding white space (left to ``parse_event_time_us``, which strips it).
 
     The usual shape, "YYYY-MM-DDTHH:MM:SS", a fraction of 1 to 6 digits, then "Z" or
     "+HH:MM", is read by hand (its second from ``_SECONDS``); anything else goes through
     ``datetime.fromisoformat`` as in ``parse_event_time_us``.
     """
-    base = _local_second_us(value[:19])
+    base = _SECONDS.get(value[:19])
+    if base is None:
+        base = _local_second_us(value[:19])
     tail = value[19:]
     if base is not None and tail:
         if tail[-1] == "Z":
@@ -394,8 +397,8 @@ def _event_time_us(value: str) -> Optional[int]:
             hours, minutes = tail[-5:-3], tail[-2:]
             if not (hours.isascii() and hours.isdigit() and minutes.isascii() and minutes.isdigit()):
                 return _any_event_time_us(value)
-            if int(hours) > 23 or int(minutes) > 59:
-                return None
+            if int(hours) > 23 or int(minutes) > 59:  # fromisoformat's own rules (it takes "+07:60")
+                return _any_event_time_us(value)
             offset_us = (int(hours) * 3600 + int(minutes) * 60) * 1_000_000
             if tail[-6] == "-":
                 offset_us = -offset_us
