@@ -400,3 +400,25 @@ def test_bulk_histogram_update_equals_one_observe_per_value() -> None:
     one_by_one, in_bulk = delta(middle, before), delta(sample(), middle)
     assert len(one_by_one) == 9 and one_by_one["paystream_payload_bytes_sum{}"] == sum(values)
     assert in_bulk == one_by_one
+
+
+def test_state_pickled_by_the_version_before_restores() -> None:
+    """A checkpoint of the version before: a tracker without its payments, a history as fields."""
+    import copy
+    import pickle
+
+    from transforms.enrich import AccountHistory
+
+    tracker = BurstTracker()
+    for i, s in enumerate([0, 10, 20, 25]):
+        tracker.add_payment((1_795_514_400 * US + s * US, f"a{i}"), RULE)
+    before = copy.deepcopy(tracker.__dict__)
+    del before["payments"]
+    restored = BurstTracker.__new__(BurstTracker)
+    restored.__setstate__(before)
+    assert restored.evaluate("a", RULE, 2**62)[0] == copy.deepcopy(tracker).evaluate("a", RULE, 2**62)[0]
+    assert pickle.loads(pickle.dumps(tracker)).payments == tracker.payments
+
+    history = AccountHistory.__new__(AccountHistory)
+    history.__setstate__({"last_event_time_us": 5, "recent_amounts": [100, 300]})
+    assert (history.last_event_time_us, list(history.recent_amounts), history.recent_sum) == (5, [100, 300], 400)

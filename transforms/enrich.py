@@ -92,7 +92,9 @@ class AccountHistory:
     def __getstate__(self) -> Tuple[Optional[int], List[int]]:
         return self.last_event_time_us, list(self.recent_amounts)
 
-    def __setstate__(self, state: Tuple[Optional[int], List[int]]) -> None:
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):  # pickled before the rolling sum, as its fields
+            state = (state.get("last_event_time_us"), state.get("recent_amounts", []))
         self.last_event_time_us = state[0]
         self.recent_amounts = deque(state[1], maxlen=HISTORY_SIZE)
         self.recent_sum = sum(self.recent_amounts)
@@ -102,7 +104,6 @@ def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransac
     """The features of ``txn`` given the account's history *before* it."""
     n = len(history.recent_amounts)
     last = history.last_event_time_us
-    mcc_risk = MCC_RISK.get(txn.merchant_category, _UNKNOWN_MCC_RISK)
     return tuple.__new__(  # type: ignore[no-any-return]
         EnrichedTransaction,
         (
@@ -112,7 +113,7 @@ def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransac
             n,
             (txn.event_time_us - last) / 1e6 if last is not None else None,
             (txn.card_country != txn.country) if txn.card_country else None,
-            mcc_risk,
+            merchant_category_risk(txn.merchant_category),
         ),
     )
 

@@ -303,9 +303,7 @@ def _lean_payment(obj: dict[str, Any], source: SourceRef, latest_us: int) -> Opt
             and (type(card_country) is not str or card_country not in ISO_3166_ALPHA2)
         )
         or type(card) is not str
-        or not (12 <= len(card) <= 19 and card.isascii() and card.isdigit())
-        or (sum(card[-1::-2].encode()) + sum(card[-2::-2].translate(_LUHN_DOUBLED).encode()) - 48 * len(card))
-        % 10
+        or not (12 <= len(card) <= 19 and card.isascii() and card.isdigit() and luhn_valid(card))
         or type(phone) is not str
         or phone.strip() is not phone
         or not phone.isascii()

@@ -187,6 +187,15 @@ class BurstTracker:
                 changed.append(pane)
         return changed
 
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "payments" not in state:
+            # Pickled before the tracker kept its payments (a checkpoint of an older
+            # version): the payments its panes name stand in for them, so the windows it
+            # had keep their start and crossing; counts past ``threshold`` are not known.
+            held = {(at, txn_id, -(2**62)) for pane in self.windows.values() for at, txn_id in pane.earliest}
+            self.payments = sorted(held)
+
     def observe(self, pane: WindowCount) -> None:
         """Record a pane; with accumulating panes the largest count is the latest."""
         self.max_end_us = max(self.max_end_us, pane.end_us)
