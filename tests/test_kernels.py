@@ -421,4 +421,8 @@ def test_state_pickled_by_the_version_before_restores() -> None:
 
     history = AccountHistory.__new__(AccountHistory)
     history.__setstate__({"last_event_time_us": 5, "recent_amounts": [100, 300]})
-    assert (history.last_event_time_us, list(history.recent_amounts), history.recent_sum) == (5, [100, 300], 400)
+    assert (history.last_event_time_us, list(history.recent_amounts), history.recent_sum) == (
+        5,
+        [100, 300],
+        400,
+    )
