@@ -351,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--flink-events", type=int, default=0, help="payments for a local Flink run; 0: skip")
     parser.add_argument("--textbook", action="store_true", help="run the textbook graph (minutes at 200k)")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of (a'), (a) and batch, in turns; the fastest counts"
+        "--repeat", type=int, default=5, help="runs of (a'), (a) and batch, in turns; the fastest counts"
     )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "throughput.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
