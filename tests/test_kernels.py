@@ -426,3 +426,19 @@ def test_state_pickled_by_the_version_before_restores() -> None:
         [100, 300],
         400,
     )
+
+
+def test_merge_shards_joins_the_partial_lists_of_each_shard() -> None:
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.batching import MergeShards, _MergeFn
+
+    merge = _MergeFn()
+    acc = merge.add_inputs(merge.add_input(merge.create_accumulator(), [1, 2]), [[3], [4, 5]])
+    assert list(merge.extract_output(merge.merge_accumulators([acc, [6]]))) == [1, 2, 3, 4, 5, 6]
+    parts = [(0, ShardRecords([1, 2])), (1, ShardRecords([3])), (0, ShardRecords([4])), (1, ShardRecords())]
+    with TestPipeline() as p:
+        merged = p | beam.Create(parts) | MergeShards() | beam.MapTuple(lambda shard, xs: (shard, sorted(xs)))
+        assert_that(merged, equal_to([(0, [1, 2, 4]), (1, [3])]))

@@ -202,27 +202,17 @@ class _CollectFn(beam.CombineFn, Generic[T]):
         return ShardRecordsCoder()
 
 
-class _MergeFn(beam.CombineFn):
+class _MergeFn(_CollectFn[Any]):
     """Joins the partial lists of one shard into one ``ShardRecords`` list."""
-
-    def create_accumulator(self) -> ShardRecords:
-        return ShardRecords()
 
     def add_input(self, acc: ShardRecords, part: List[Any]) -> ShardRecords:
         acc.extend(part)
         return acc
 
-    def merge_accumulators(self, accs: Iterable[ShardRecords]) -> ShardRecords:
-        merged = ShardRecords()
-        for acc in accs:
-            merged.extend(acc)
-        return merged
-
-    def extract_output(self, acc: ShardRecords) -> ShardRecords:
+    def add_inputs(self, acc: ShardRecords, parts: Iterable[List[Any]]) -> ShardRecords:
+        for part in parts:
+            acc.extend(part)
         return acc
-
-    def get_accumulator_coder(self) -> Coder:
-        return ShardRecordsCoder()
 
 
 class MergeShards(beam.PTransform):
