@@ -78,7 +78,8 @@ def lean(path: str) -> Dict[str, Any]:
                 ):
                     dead += 1
                     continue
-                txn_id, account, email, phone = o["transaction_id"], o["account_id"], o["email"], o["phone"]
+                txn_id, account = str(o["transaction_id"]), str(o["account_id"])
+                email, phone = str(o["email"]), str(o["phone"])
             except (ValueError, KeyError, TypeError, AttributeError):
                 dead += 1
                 continue
