@@ -21,6 +21,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_parse import NOW_US, SRC, good
 
 from schemas.records import SourceRef, Transaction
 from schemas.rows import transaction_columns, transaction_row
@@ -41,25 +42,9 @@ from transforms.parse import (
 )
 from transforms.velocity import BurstTracker, VelocityRule, WindowCount, window_starts
 
-NOW_US = 1_795_600_000_000_000  # 2026-11-25T08:26:40Z
 SKEW_US = 300_000_000
-SRC = SourceRef("payments", 2, 17, "acct-1")
 
-GOOD: Dict[str, Any] = {
-    "transaction_id": "txn-0001",
-    "account_id": "acct-1",
-    "amount": "12.50",
-    "currency": "USD",
-    "card_number": "4111111111111111",
-    "cvv": "123",
-    "email": "jane@example.com",
-    "phone": "+1-555-867-5309",
-    "merchant_id": "m-1",
-    "merchant_category": "5411",
-    "country": "US",
-    "card_country": "GB",
-    "event_time": "2026-11-24T10:00:05.250Z",
-}
+GOOD: Dict[str, Any] = good()  # a valid message
 
 
 def _checked(obj: Dict[str, Any]) -> Optional[Transaction]:
