@@ -16,7 +16,6 @@ import random
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
 
-import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -335,7 +334,6 @@ def test_columns_store_the_same_rows_as_row_dicts(tmp_path: Any) -> None:
     assert stored == by_columns.execute(query).fetchall()
     with pytest.raises(ValueError):
         transaction_columns([enriched[0]._replace(merchant_category_risk=float("nan"))], at)
-    assert isinstance(duckdb.__version__, str)
 
 
 def test_shard_lists_of_one_record_class_travel_as_columns(traffic: List[bytes]) -> None:
