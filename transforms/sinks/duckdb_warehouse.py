@@ -108,6 +108,9 @@ _ARROW_TYPES = {
     "TIMESTAMP": pa.timestamp("us", tz="UTC"),
 }
 _AMOUNT_MINOR = "amount_minor"
+# A batch run's bundle can hold every payment: written this many at a time, the records
+# and their Arrow batch need a bounded amount of memory.
+_RECORDS_PER_WRITE = 20_000
 
 
 def _records_insert_sql(table: str, relation: str) -> str:
@@ -146,8 +149,13 @@ class _WriteTransactionsFn(beam.DoFn):
 
     def process(self, record: EnrichedTransaction) -> None:
         self._records.append(record)
+        if len(self._records) >= _RECORDS_PER_WRITE:
+            self._write()
 
     def finish_bundle(self) -> None:
+        self._write()
+
+    def _write(self) -> None:
         records = self._records
         if not records:
             return
