@@ -98,15 +98,15 @@ def build_graph(
     """
     batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
     shards = opts.batch_shards
-    rule = VelocityRule(
-        opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
-    )
     if batch and not opts.redis_dedup:
         # The batch driver: chunks of payloads through the same kernels, two groupings of
         # lists (transforms/bounded.py). Redis dedup is a step of its own between dedup
         # and masking, so with it the per-element batch path below runs.
         chunks = raw | "Chunks" >> beam.BatchElements(
             min_batch_size=DEFAULT_CHUNK, max_batch_size=DEFAULT_CHUNK
+        )
+        rule = VelocityRule(
+            opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
         )
         out = chunks | "Payments" >> BoundedPayments(
             rule,
@@ -609,11 +609,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             # passed are left to the next run (which replays them, see --kafka_replay_s).
             judge_until_us = plan.last_read_time_ms * 1000 - opts.allowed_lateness_s * 1_000_000
         outputs = build_graph(
-            raw,
-            opts,
-            key_path=key_path,
-            judge_until_us=judge_until_us,
-            check_key=not remote,
+            raw, opts, key_path=key_path, judge_until_us=judge_until_us, check_key=not remote
         )
         write_outputs(outputs, opts.warehouse, opts)
         write_redis(outputs, opts)

@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 _US_PER_SECOND = 1_000_000
-_US_PER_DAY = 86_400 * _US_PER_SECOND
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 # Same grammar as the "event_time" pattern of payment.schema.json (the tests keep them in step):

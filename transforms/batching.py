@@ -233,9 +233,8 @@ class MergeShards(beam.PTransform):
 def split_into_shards(records: Iterable[T], key: Callable[[T], str], shards: int) -> Dict[int, ShardRecords]:
     """The records by ``shard_of(key(record))``, in their order."""
     out: Dict[int, ShardRecords] = {}
-    crc32 = zlib.crc32
     for record in records:
-        shard = crc32(key(record).encode("utf-8")) % shards
+        shard = shard_of(key(record), shards)
         part = out.get(shard)
         if part is None:
             part = out[shard] = ShardRecords()

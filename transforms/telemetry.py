@@ -133,7 +133,7 @@ def observe_many(name: str, values: Sequence[float], **labels: str) -> None:
 
     Beam's distribution takes each value (a compiled call). The Prometheus histogram
     takes its sum once and each bucket's count once: its ``observe`` runs a Python loop
-    over the buckets for every value. ``tests/test_metrics.py`` checks that both ways
+    over the buckets for every value. ``tests/test_kernels.py`` checks that both ways
     expose the same histogram.
     """
     if not values:
