@@ -130,6 +130,21 @@ class PaystreamOptions(PipelineOptions):
             help="shards of the batch path: each holds the records of its keys in memory at once",
         )
         proc.add_argument(
+            "--stream_shards",
+            type=int,
+            default=DEFAULT_SHARDS,
+            help="streaming: keys of the account step, each a stable shard of accounts whose "
+            "books are one state value (0: a key per account)",
+        )
+        proc.add_argument(
+            "--dedup_scope",
+            choices=("global", "account"),
+            default="global",
+            help="global: a transaction id sent again on another account is a conflict too "
+            "(one more keyed step, by transaction id); account: copies are looked for within "
+            "the account only",
+        )
+        proc.add_argument(
             "--allowed_lateness_s",
             type=int,
             default=10,

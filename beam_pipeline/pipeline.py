@@ -114,8 +114,26 @@ def build_graph(
             key_path=key_path,
             check_key=check_key,
             max_future_skew_s=opts.max_future_skew_s,
-            judge_until_us=judge_until_us,
             shards=shards,
+            horizon_s=opts.dedup_horizon_s,
+            history_ttl_s=opts.history_ttl_s,
+        )
+        return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
+    if not batch and not opts.redis_dedup and velocity_impl(opts) == "state":
+        from transforms.streaming import StreamingPayments
+
+        out = raw | "Payments" >> StreamingPayments(
+            VelocityRule(
+                opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
+            ),
+            key=key,
+            key_path=key_path,
+            check_key=check_key,
+            max_future_skew_s=opts.max_future_skew_s,
+            horizon_s=opts.dedup_horizon_s,
+            history_ttl_s=opts.history_ttl_s,
+            shards=opts.stream_shards,
+            dedup_scope=opts.dedup_scope,
         )
         return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
     parsed = raw | "Parse" >> ParseTransactions(
@@ -210,6 +228,7 @@ FLINK_STREAMING_DEFAULTS = {
     "state_backend": "filesystem",
     "max_bundle_size": "1000",
     "max_bundle_time_millis": "500",
+    "max_cache_memory_usage_mb": "256",
 }
 
 

@@ -4,10 +4,11 @@
       -> ParseChunks         parse_or_dead_letter per payload; the valid payments of a
                              chunk split by transaction-id shard           -> dead letters
       -> ById                MergeShards: one list per transaction-id shard
-      -> FirstCopiesAndMask  dedup_shard, then mask_transaction; split by account shard
-                                                                           -> dead letters
+      -> FirstCopiesAndMask  IdBook over each id shard in the order read, then
+                             mask_transaction; split by account shard      -> dead letters
       -> ByAccount           MergeShards: one list per account shard
-      -> EnrichAndJudge      enrich_shard (rows) and judge_shard            -> alerts
+      -> Decide              AccountBook.decide over each account's payments in the
+                             order read (transforms/accounts.py)           -> rows, alerts
 
 The per-payment functions are the ones every other path runs (``transforms/parse.py``,
 ``dedup.py``, ``masking.py``, ``enrich.py``, ``velocity.py``); only the driving differs.
@@ -27,16 +28,18 @@ import time
 from typing import Any, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.dedup import dedup_shard
-from transforms.enrich import enrich_shard
+from transforms.accounts import DUPLICATE, NEW, IdBook, decide_in_order
+from transforms.dedup import conflict_dead_letter
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.velocity import VelocityRule, judge_shard
+from transforms.velocity import VelocityRule
 
 __all__ = ["DEFAULT_CHUNK", "BoundedOutputs", "BoundedPayments"]
 
@@ -56,6 +59,10 @@ def _transaction_id(txn: Transaction) -> str:
 
 def _account(txn: MaskedTransaction) -> str:
     return txn.account_id
+
+
+def _source_order(txn: Transaction) -> Any:
+    return txn.source
 
 
 class _ParseChunkFn(beam.DoFn):
@@ -85,38 +92,68 @@ class _ParseChunkFn(beam.DoFn):
 
 
 class _FirstCopiesAndMaskFn(beam.DoFn):
-    def __init__(self, mask: MaskPII, shards: int) -> None:
+    """The first copy of each id (``IdBook``, in the order read), masked, by account shard."""
+
+    def __init__(self, mask: MaskPII, shards: int, horizon_us: int) -> None:
         self._mask = mask.tokenizer_fn()  # reads the key at setup, as MaskPII's own step does
         self._shards = shards
+        self._horizon_us = horizon_us
 
     def setup(self) -> None:
         self._mask.setup()
 
     def process(self, shard: Tuple[int, List[Transaction]]) -> Iterable[Any]:
-        kept, dead = dedup_shard(shard[1])
-        for letter in dead:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+        book = IdBook()
+        kept: List[Transaction] = []
+        duplicates = 0
+        for txn in sorted(shard[1], key=_source_order):
+            verdict = book.check(txn.transaction_id, txn.fingerprint, txn.event_time_us, self._horizon_us)
+            if verdict is NEW:
+                kept.append(txn)
+            elif verdict is DUPLICATE:
+                duplicates += 1
+            else:
+                telemetry.count("dead_letters", stage="dedup", reason="conflicting_duplicate")
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_dead_letter(txn))
+        if duplicates:
+            telemetry.count("duplicates_dropped", duplicates)
         tokenizer = self._mask.tokenizer()
         masked = [mask_transaction(txn, tokenizer) for txn in kept]
         yield from split_into_shards(masked, _account, self._shards).items()
 
 
-class _EnrichAndJudgeFn(beam.DoFn):
-    def __init__(self, rule: VelocityRule, judge_until_us: Optional[int]) -> None:
+class _DecideFn(beam.DoFn):
+    """Each account's payments decided by its ``AccountBook``, in the order read: what the
+    streaming step decides as they arrive (``transforms/streaming.py``)."""
+
+    def __init__(self, rule: VelocityRule, horizon_us: int, history_ttl_us: int) -> None:
         self._rule = rule
-        self._judge_until_us = judge_until_us
+        self._horizon_us = horizon_us
+        self._ttl_us = history_ttl_us
 
     def process(self, shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[Any]:
-        yield from enrich_shard(shard)
-        for alert in judge_shard(shard[1], self._rule, self._judge_until_us):
-            yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
+        new = alerts = 0
+        records = ((txn, "") for txn in shard[1])  # no copies left: the id step took them
+        for verdict, _, row, alert in decide_in_order(records, self._rule, self._horizon_us, self._ttl_us):
+            if verdict is NEW:
+                new += 1
+                yield row
+                if alert is not None:
+                    alerts += 1
+                    yield beam.pvalue.TaggedOutput(
+                        ALERTS_TAG, TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
+                    )
+        telemetry.count("payments_unique", new)
+        telemetry.count("payments_enriched", new)
+        if alerts:
+            telemetry.count("fraud_alerts", alerts)
 
 
 class BoundedPayments(beam.PTransform):
     """Chunks of raw payloads (a bounded input, a batch run) -> rows, alerts, dead letters.
 
-    The key is given as to ``MaskPII`` and checked the same way; ``rule`` and
-    ``judge_until_us`` as to ``VelocityFraud``.
+    The key is given as to ``MaskPII`` and checked the same way; ``rule``, ``horizon_s``
+    and ``history_ttl_s`` as to ``StreamingPayments``.
     """
 
     def __init__(
@@ -126,8 +163,9 @@ class BoundedPayments(beam.PTransform):
         key_path: Optional[str] = None,
         check_key: bool = True,
         max_future_skew_s: float = 300.0,
-        judge_until_us: Optional[int] = None,
         shards: int = DEFAULT_SHARDS,
+        horizon_s: float = 600.0,
+        history_ttl_s: float = 86_400.0,
         label: Optional[str] = None,
     ) -> None:
         super().__init__(label)
@@ -138,8 +176,9 @@ class BoundedPayments(beam.PTransform):
         self._mask = MaskPII(key=key, key_path=key_path, check_key=check_key)
         self._rule = rule
         self._max_future_skew_s = max_future_skew_s
-        self._judge_until_us = judge_until_us
         self._shards = shards
+        self._horizon_us = int(horizon_s * 1_000_000)
+        self._ttl_us = int(history_ttl_s * 1_000_000)
 
     def expand(self, chunks: beam.PCollection[List[RawPayload]]) -> BoundedOutputs:  # type: ignore[override]
         if not chunks.is_bounded:  # the lists are complete only once the input is
@@ -151,15 +190,15 @@ class BoundedPayments(beam.PTransform):
             parsed.transactions
             | "ById" >> MergeShards()
             | "FirstCopiesAndMask"
-            >> beam.ParDo(_FirstCopiesAndMaskFn(self._mask, self._shards)).with_outputs(
+            >> beam.ParDo(_FirstCopiesAndMaskFn(self._mask, self._shards, self._horizon_us)).with_outputs(
                 DEAD_LETTER_TAG, main="masked"
             )
         )
         judged = (
             unique.masked
             | "ByAccount" >> MergeShards()
-            | "EnrichAndJudge"
-            >> beam.ParDo(_EnrichAndJudgeFn(self._rule, self._judge_until_us)).with_outputs(
+            | "Decide"
+            >> beam.ParDo(_DecideFn(self._rule, self._horizon_us, self._ttl_us)).with_outputs(
                 ALERTS_TAG, main="transactions"
             )
         )

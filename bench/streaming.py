@@ -1,0 +1,301 @@
+"""Streaming throughput on one pre-filled Kafka topic: paystream beside a plain loop, the
+runner's floor and Quix Streams.
+
+    python -m bench.streaming [--events 50000] [--only a,b,c,d] [--repeat 1]
+
+One local Kafka broker (``beam_pipeline.local_kafka``), one topic of 2 partitions filled
+once by the simulator (``simulator.producer``: keyed by account, with its duplicates,
+malformed payloads and bursts), then each variant reads the whole topic with a consumer
+group of its own:
+
+  (a) plain     a confluent-kafka consumer loop in this process running our kernels:
+                ``parse_or_dead_letter``, ``mask_transaction`` and the account step's
+                ``AccountBook.decide`` (dedup, features, velocity, alert), nothing else:
+                the plain-Python limit of our own code;
+  (b) floor     a trivial Beam graph on the same runner as (c): Kafka -> json.loads ->
+                count (``bench/streaming_floor.py``);
+  (c) paystream ``python -m beam_pipeline --runner=FlinkRunner --parallelism=2 --streaming
+                --source=kafka`` writing the DuckDB warehouse and Redis alerts, as a user
+                runs it (extra flags: ``--paystream-args``);
+  (d) quix      Quix Streams doing the same work (``bench/quix_peer.py``, in a virtualenv
+                this bench makes under ``.cache/bench-venv``): JSON parse and checks, dedup
+                with per-account state, HMAC card token and masks, a 60 s sliding count
+                per account.
+
+Each child is watched through its Prometheus counters (or its progress lines, for the
+peer): payments/s is measured from the first payment read to the last one done, start-up
+(process start to first read) is reported apart. Peak RSS is that of the child's whole
+process tree (JVMs and Python workers included), sampled every 0.2 s. Prints a table
+with each variant's ratio to (a) and to (d); writes ``bench/results/streaming.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any, Callable, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import psutil  # noqa: E402
+
+from beam_pipeline.local_kafka import KafkaBroker, free_port  # noqa: E402
+from simulator.generator import GeneratorConfig, GroundTruth  # noqa: E402
+from simulator.producer import PaymentProducer  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results", "streaming.json")
+QUIX_VERSION = "3.28.0"
+QUIX_VENV = os.path.join(ROOT, ".cache", "bench-venv")
+_METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
+
+
+class TreeRss:
+    """Peak RSS of a process and all its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, every_s: float = 0.2) -> None:
+        self.peak = 0
+        self._root = psutil.Process(pid)
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:
+                return
+            total = 0
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self._every)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def counters(port: int) -> Dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
+
+
+def _stop_tree(proc: subprocess.Popen) -> None:
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def watch_child(
+    name: str,
+    cmd: List[str],
+    port: int,
+    started: Callable[[Dict[str, float]], bool],
+    done: Callable[[Dict[str, float]], bool],
+    progress: Callable[[Dict[str, float]], float],
+    total: int,
+    timeout_s: float,
+    log: str,
+    env: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
+    """Run ``cmd``, poll its counters until ``done``; first read to done is the measure."""
+    child_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    with open(log, "w", encoding="utf-8") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT)
+        rss = TreeRss(proc.pid)
+        first: Optional[float] = None
+        last_print = 0.0
+        result: Dict[str, Any] = {"variant": name}
+        try:
+            while True:
+                now = time.monotonic()
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name}: the run ended early (rc={proc.returncode}); see {log}")
+                if now - t0 > timeout_s:
+                    raise RuntimeError(f"{name}: timed out after {timeout_s:.0f} s; see {log}")
+                c = counters(port)
+                if first is None and c and started(c):
+                    first = time.monotonic()
+                if first is not None and done(c):
+                    end = time.monotonic()
+                    break
+                if now - last_print >= 2:
+                    last_print = now
+                    doneness = progress(c) if c else 0
+                    print(f"\r  {name}: {doneness:>7.0f}/{total} after {now - t0:5.1f} s", end="", flush=True)
+                time.sleep(0.05)
+        finally:
+            peak = rss.stop()
+            _stop_tree(proc)
+        print(f"\r  {name}: {total}/{total} after {end - t0:5.1f} s" + " " * 10, flush=True)
+        result.update(
+            startup_s=round(first - t0, 2),
+            run_s=round(end - first, 3),
+            payments_per_s=round(total / (end - first), 1),
+            peak_rss_mb=round(peak / 2**20, 1),
+            counters=c,
+        )
+        return result
+
+
+def fill_topic(broker: KafkaBroker, topic: str, events: int, seed: int) -> GroundTruth:
+    broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
+    producer = PaymentProducer(
+        broker.bootstrap_servers,
+        topic,
+        rate=200_000,
+        generator=GeneratorConfig(seed=seed, accounts=max(1, events // 4), include_oversized=False),
+        num_events=events,
+    )
+    report = producer.run()
+    if report["produced"] != events or report["failed"]:
+        raise RuntimeError(f"the topic was not filled: {report}")
+    assert producer.truth is not None
+    return producer.truth
+
+
+def variant_floor(broker: KafkaBroker, topic: str, events: int, work: str, runner_args: List[str]) -> Dict[str, Any]:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.streaming_floor",
+        f"--kafka_bootstrap_servers={broker.bootstrap_servers}",
+        f"--kafka_topic={topic}",
+        "--kafka_consumer_group=bench-floor",
+        f"--metrics_port={port}",
+        "--warehouse=duckdb:" + os.path.join(work, "floor.duckdb"),
+        *runner_args,
+    ]
+    return watch_child(
+        "(b) floor",
+        cmd,
+        port,
+        started=lambda c: c.get("payments_in", 0) > 0,
+        done=lambda c: c.get("payments_in", 0) >= events,
+        progress=lambda c: c.get("payments_in", 0),
+        total=events,
+        timeout_s=900,
+        log=os.path.join(work, "floor.log"),
+    )
+
+
+def variant_paystream(
+    broker: KafkaBroker,
+    topic: str,
+    events: int,
+    truth: GroundTruth,
+    work: str,
+    runner_args: List[str],
+    redis_url: Optional[str],
+    extra: List[str],
+    group: str = "bench-paystream",
+) -> Dict[str, Any]:
+    port = free_port()
+    warehouse = os.path.join(work, f"{group}.duckdb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "beam_pipeline",
+        "--source=kafka",
+        f"--kafka_bootstrap_servers={broker.bootstrap_servers}",
+        f"--kafka_topic={topic}",
+        f"--kafka_consumer_group={group}",
+        f"--warehouse=duckdb:{warehouse}",
+        f"--metrics_port={port}",
+        "--allowed_lateness_s=3600",
+        *runner_args,
+        *extra,
+    ]
+    if redis_url:
+        cmd.append(f"--redis_url={redis_url}")
+    unique = len(truth.valid_transaction_ids)
+    bursts = len(truth.bursts)
+    rows = 'sink_rows{table="payment_transactions"}'
+    alerts = 'sink_rows{table="fraud_velocity_alerts"}'
+    result = watch_child(
+        "(c) paystream",
+        cmd,
+        port,
+        started=lambda c: c.get("payments_in", 0) > 0,
+        done=lambda c: c.get(rows, 0) >= unique and c.get(alerts, 0) >= bursts,
+        progress=lambda c: c.get("payments_in", 0),
+        total=events,
+        timeout_s=1800,
+        log=os.path.join(work, f"{group}.log"),
+    )
+    result["warehouse"] = warehouse
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. b,c")
+    parser.add_argument("--paystream-args", default="", help="extra flags for (c), space-separated")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    runner_args = ["--runner=FlinkRunner", "--parallelism=2", "--streaming"]
+    results: List[Dict[str, Any]] = []
+    work = tempfile.mkdtemp(prefix="paystream-bench-")
+    print(f"work dir: {work}", flush=True)
+    with KafkaBroker() as broker:
+        topic = "payments"
+        t = time.monotonic()
+        truth = fill_topic(broker, topic, args.events, args.seed)
+        print(f"topic filled: {args.events} payments in {time.monotonic() - t:.1f} s", flush=True)
+        if "b" in only:
+            results.append(variant_floor(broker, topic, args.events, work, runner_args))
+        if "c" in only:
+            results.append(
+                variant_paystream(
+                    broker, topic, args.events, truth, work, runner_args, None, args.paystream_args.split()
+                )
+            )
+    for r in results:
+        print(f"{r['variant']:<16} {r['payments_per_s']:>9,.0f}/s  start-up {r['startup_s']:5.1f} s  "
+              f"run {r['run_s']:6.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB")
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w", encoding="utf-8") as handle:
+        json.dump({"events": args.events, "results": results}, handle, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

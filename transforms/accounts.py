@@ -1,0 +1,251 @@
+"""Each payment decided as it arrives, by the state of its account: dedup, features,
+velocity count and alert, in one step.
+
+    AccountBook.decide(payment)  ->  (verdict, enriched row, alert or None)
+
+An account's payments are decided in the order they are read. The producer keys every
+record by its account (``simulator/producer.py``), so one account's payments share a
+Kafka partition and are read in its order: a replay reads them in the same order and
+gives the same rows, the same alerts and the same alert ids. A batch run decides them in
+that order too (sorted by where they were read: partition and offset, or file and line),
+through the same ``AccountBook`` (``transforms/bounded.py``), so both give equal results.
+
+What one payment does, in order (``AccountBook.decide``):
+
+* **Dedup.** A transaction id the account has seen within ``horizon_us`` of its latest
+  event time is a copy: the same fingerprint is a duplicate, dropped and counted; a
+  different one is a conflict, which goes to the dead letters. A copy of an id seen on
+  *another* account is caught by ``IdBook`` (see ``AccountSteps``).
+* **Features.** ``transforms.enrich.features`` against the payments decided before it
+  (the history restarts after ``history_ttl_us`` of event time without payments).
+* **Velocity.** The payment is counted into the windows ``SlidingWindows(size, period)``
+  assigns it (``window_starts``, checked against Beam's ``SlidingWindows.assign`` in the
+  tests). The windows that now hold ``threshold`` payments or more form its *run*. A run
+  that touches (within one period) a run already alerted extends it and raises nothing;
+  otherwise it raises one alert, at once, on this payment: the crossing payment. The
+  alert id is derived from the account, the rule and the run's first window start.
+* **Late and out-of-order payments.** The account's clock is the latest event time it
+  has seen. A window is closed once its end plus ``allowed_lateness`` is behind that
+  clock: a payment is not counted in closed windows (its row is still written, with its
+  features). An out-of-order payment inside open windows counts as any other: it can
+  complete a run (and be the crossing payment) or extend one.
+
+Nothing waits for the watermark: rows and alerts leave the step as soon as the payment
+is decided. The watermark only frees memory: ``AccountSteps`` drops an account's book
+once the watermark is ``idle_us`` past its clock (a batch run never drops one; the two
+differ only for a payment that arrives after its account was idle that long).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import bisect_left, insort
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction
+from transforms.deadletter import make_dead_letter
+from transforms.enrich import AccountHistory, features
+from transforms.velocity import VelocityRule
+
+__all__ = ["AccountBook", "IdBook", "NEW", "DUPLICATE", "CONFLICT", "conflict_letter"]
+
+_US = 1_000_000
+NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
+
+
+def conflict_letter(txn: MaskedTransaction, where: str) -> DeadLetter:
+    """The dead letter of a copy whose id was seen before with different content."""
+    summary = json.dumps(
+        {
+            "transaction_id": txn.transaction_id,
+            "account_id": txn.account_id,
+            "amount_minor": txn.amount_minor,
+            "currency": txn.currency,
+            "card_number": txn.card_masked,
+            "email": txn.email_masked,
+            "phone": txn.phone_masked,
+            "merchant_id": txn.merchant_id,
+            "event_time_us": txn.event_time_us,
+        },
+        sort_keys=True,
+    )
+    return make_dead_letter(
+        "dedup",
+        "conflicting_duplicate",
+        f"transaction_id seen before with different content{where}",
+        txn.source,
+        summary,
+        txn.transaction_id,
+    )
+
+
+class IdBook:
+    """The ids of a shard of transaction ids: the first copy's fingerprint and account.
+
+    Catches a copy sent again with a *different* account, which the account's own book
+    cannot see. ``clock_us`` is the latest event time the shard has seen; ids older than
+    ``horizon_us`` behind it are forgotten (in ``prune``) and no longer caught.
+    """
+
+    __slots__ = ("seen", "clock_us")
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, Tuple[str, int]] = {}
+        self.clock_us = -(2**62)
+
+    def check(self, txn_id: str, fingerprint: str, event_time_us: int, horizon_us: int) -> str:
+        first = self.seen.get(txn_id)
+        if event_time_us > self.clock_us:
+            self.clock_us = event_time_us
+        if first is not None and first[1] >= self.clock_us - horizon_us:
+            return DUPLICATE if first[0] == fingerprint else CONFLICT
+        self.seen[txn_id] = (fingerprint, event_time_us)
+        return NEW
+
+    def prune(self, horizon_us: int) -> None:
+        oldest = self.clock_us - horizon_us
+        self.seen = {k: v for k, v in self.seen.items() if v[1] >= oldest}
+
+    def __getstate__(self) -> Tuple[Dict[str, Tuple[str, int]], int]:
+        return self.seen, self.clock_us
+
+    def __setstate__(self, state: Tuple[Dict[str, Tuple[str, int]], int]) -> None:
+        self.seen, self.clock_us = state
+
+
+# A payment as the velocity count holds it: (event_time_us, transaction_id, closed_before_us),
+# the last being the latest window start that was already closed when it arrived.
+_Held = Tuple[int, str, int]
+
+
+class AccountBook:
+    """Everything paystream remembers of one account."""
+
+    __slots__ = ("seen", "history", "held", "runs", "clock_us")
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, Tuple[str, int]] = {}  # transaction id -> (fingerprint, event time)
+        self.history = AccountHistory()
+        self.held: List[_Held] = []  # sorted; only payments an open window can hold
+        self.runs: List[List[Any]] = []  # [first start, last start, alert id] of alerted runs
+        self.clock_us = -(2**62)  # the latest event time seen
+
+    def __getstate__(self) -> Tuple[Any, ...]:
+        return self.seen, self.history, self.held, self.runs, self.clock_us
+
+    def __setstate__(self, state: Tuple[Any, ...]) -> None:
+        self.seen, self.history, self.held, self.runs, self.clock_us = state
+
+    def decide(
+        self,
+        txn: MaskedTransaction,
+        fingerprint: str,
+        rule: VelocityRule,
+        horizon_us: int,
+        history_ttl_us: int,
+    ) -> Tuple[str, Optional[EnrichedTransaction], Optional[FraudAlert]]:
+        """This payment's verdict (``NEW``, ``DUPLICATE``, ``CONFLICT``); for a new one its
+        row and the alert it raises, if any."""
+        at = txn.event_time_us
+        clock = self.clock_us
+        first = self.seen.get(txn.transaction_id)
+        if first is not None and first[1] >= clock - horizon_us:
+            return (DUPLICATE if first[0] == fingerprint else CONFLICT), None, None
+        self.seen[txn.transaction_id] = (fingerprint, at)
+        history = self.history
+        if history.last_event_time_us is not None and at - history.last_event_time_us > history_ttl_us:
+            history = self.history = AccountHistory()  # idle longer than the TTL: a fresh history
+        row = features(txn, history)
+        history.push(txn)
+        alert = self._count(txn, rule, clock)
+        if at > clock:
+            self.clock_us = at
+            if len(self.seen) > 16 or len(self.held) > 16:
+                self.prune(rule, horizon_us)
+        return NEW, row, alert
+
+    def _count(self, txn: MaskedTransaction, rule: VelocityRule, clock: int) -> Optional[FraudAlert]:
+        at = txn.event_time_us
+        size_us, period_us, threshold = rule.size_s * _US, rule.period_s * _US, rule.threshold
+        closed_before = clock - rule.allowed_lateness_s * _US - size_us
+        last_start = at - at % period_us  # its windows start at last_start, - period, ...
+        if last_start <= closed_before:
+            return None  # every window that holds it is closed
+        held = self.held
+        entry = (at, txn.transaction_id, closed_before)
+        if not held or entry > held[-1]:
+            held.append(entry)
+            if len(held) < threshold or held[-threshold][0] <= at - size_us:
+                return None  # in order, and too few payments within a window's length before it
+        else:
+            insort(held, entry)
+        lo = bisect_left(held, (at - size_us + 1,))
+        hi = bisect_left(held, (last_start + size_us,), lo)
+        if hi - lo < threshold:
+            return None
+        firing: List[Tuple[int, List[_Held]]] = []
+        for start in range(last_start, max(closed_before, at - size_us), -period_us):
+            begin = bisect_left(held, (start,), lo, hi)
+            inside = [p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start]
+            if len(inside) >= threshold:
+                firing.append((start, inside))
+        if not firing:
+            return None
+        first, last = firing[-1][0], firing[0][0]
+        for run in self.runs:
+            if first <= run[1] + period_us and last >= run[0] - period_us:
+                run[0], run[1] = min(run[0], first), max(run[1], last)
+                return None  # part of a burst already alerted
+        alert_id = hashlib.sha256(f"{txn.account_id}|{rule.name}|{first}".encode()).hexdigest()[:32]
+        self.runs.append([first, last, alert_id])
+        earliest = firing[-1][1][:threshold]
+        return FraudAlert(
+            alert_id=alert_id,
+            account_id=txn.account_id,
+            rule=rule.name,
+            threshold=threshold,
+            window_start_us=first,
+            window_end_us=first + size_us,
+            first_txn_time_us=min(inside[0][0] for _, inside in firing),
+            crossing_txn_time_us=at,
+            max_window_count=max(len(inside) for _, inside in firing),
+            transaction_ids=tuple(p[1] for p in earliest),
+        )
+
+    def prune(self, rule: VelocityRule, horizon_us: int) -> None:
+        """Forget what can no longer change a decision (never changes one)."""
+        clock = self.clock_us
+        oldest = clock - horizon_us
+        self.seen = {k: v for k, v in self.seen.items() if v[1] >= oldest}
+        # An open window starts after clock - lateness - size: older payments are in none,
+        # and a run ending a period before that can no longer be touched.
+        open_after = clock - rule.allowed_lateness_s * _US - rule.size_s * _US
+        del self.held[: bisect_left(self.held, (open_after - rule.size_s * _US,))]
+        self.runs = [r for r in self.runs if r[1] + rule.period_s * _US >= open_after - rule.period_s * _US]
+
+    def idle_after_us(self, horizon_us: int, history_ttl_us: int, rule: VelocityRule) -> int:
+        """After this event time nothing of the account can change a decision but a copy
+        or a late payment: the book may be dropped."""
+        keep = max(horizon_us, history_ttl_us, (rule.allowed_lateness_s + 2 * rule.size_s) * _US)
+        return self.clock_us + keep
+
+
+def decide_in_order(
+    records: Iterable[Tuple[MaskedTransaction, str]],
+    rule: VelocityRule,
+    horizon_us: int,
+    history_ttl_us: int,
+) -> Iterable[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Optional[FraudAlert]]]:
+    """Every payment of a complete list decided by its account's book, in the order read."""
+    books: Dict[str, AccountBook] = {}
+    for txn, fingerprint in sorted(records, key=_read_order):
+        book = books.get(txn.account_id)
+        if book is None:
+            book = books[txn.account_id] = AccountBook()
+        verdict, row, alert = book.decide(txn, fingerprint, rule, horizon_us, history_ttl_us)
+        yield verdict, txn, row, alert
+
+
+def _read_order(record: Tuple[MaskedTransaction, str]) -> Any:
+    return record[0].source
