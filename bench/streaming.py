@@ -173,6 +173,38 @@ def watch_child(
         return result
 
 
+class RedisServer:
+    """A local redis-server on a free port, no persistence; yields its URL."""
+
+    def __enter__(self) -> str:
+        self._dir = tempfile.mkdtemp(prefix="bench-redis-")
+        port = free_port()
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self._dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def __exit__(self, *exc: Any) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=30)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 def fill_topic(broker: KafkaBroker, topic: str, events: int, seed: int) -> GroundTruth:
     broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
     producer = PaymentProducer(
@@ -263,6 +295,110 @@ def variant_paystream(
     return result
 
 
+def variant_plain(broker: KafkaBroker, topic: str, events: int) -> Dict[str, Any]:
+    """(a) a confluent-kafka consumer loop in this process, running our kernels."""
+    from confluent_kafka import Consumer
+
+    from schemas.records import SourceRef, Transaction
+    from transforms.accounts import NEW, AccountBook, IdBook
+    from transforms.masking import Tokenizer, mask_transaction
+    from transforms.parse import parse_or_dead_letter
+    from transforms.velocity import VelocityRule
+
+    rule = VelocityRule(allowed_lateness_s=3600)
+    horizon, ttl = 600 * 1_000_000, 86_400 * 1_000_000
+    tokenizer = Tokenizer(b"k" * 32)
+    ids, books = IdBook(), {}  # type: IdBook, Dict[str, AccountBook]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": "bench-plain",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+    consumer.subscribe([topic])
+    read = rows = alerts = 0
+    first: Optional[float] = None
+    try:
+        while read < events:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error() is not None:
+                    continue
+                if first is None:
+                    first, cpu_first = time.monotonic(), time.process_time()
+                read += 1
+                source = SourceRef(msg.topic(), msg.partition(), msg.offset(), None)
+                txn = parse_or_dead_letter(msg.value(), source, int(time.time() * 1_000_000), 300_000_000)
+                if not isinstance(txn, Transaction):
+                    continue
+                if ids.check(txn.transaction_id, txn.fingerprint, txn.event_time_us, horizon) is not NEW:
+                    continue
+                masked = mask_transaction(txn, tokenizer)
+                book = books.get(txn.account_id)
+                if book is None:
+                    book = books[txn.account_id] = AccountBook()
+                verdict, _, alert = book.decide(masked, txn.fingerprint, rule, horizon, ttl)
+                rows += verdict is NEW
+                alerts += alert is not None
+    finally:
+        consumer.close()
+    end = time.monotonic()
+    assert first is not None
+    return {
+        "variant": "(a) plain",
+        "startup_s": round(first - t0, 2),
+        "run_s": round(end - first, 3),
+        "payments_per_s": round(events / (end - first), 1),
+        "cpu_s": round(time.process_time() - cpu_first, 2),
+        "peak_rss_mb": None,
+        "rows": rows,
+        "alerts": alerts,
+    }
+
+
+def ensure_quix_venv() -> str:
+    """A virtualenv with Quix Streams, made once under .cache (the peer's deps are not ours)."""
+    python = os.path.join(QUIX_VENV, "bin", "python")
+    if not os.path.exists(python):
+        print(f"making {QUIX_VENV} with quixstreams=={QUIX_VERSION} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", QUIX_VENV], check=True)
+    check = subprocess.run([python, "-c", "import quixstreams; print(quixstreams.__version__)"],
+                           capture_output=True, text=True)
+    if check.returncode != 0 or check.stdout.strip() != QUIX_VERSION:
+        subprocess.run([python, "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
+    return python
+
+
+def variant_quix(broker: KafkaBroker, topic: str, events: int, work: str) -> Dict[str, Any]:
+    """(d) Quix Streams doing the same work (bench/quix_peer.py), as the peer."""
+    python = ensure_quix_venv()
+    out = os.path.join(work, "quix.json")
+    cmd = [python, os.path.join(ROOT, "bench", "quix_peer.py"), "--bootstrap", broker.bootstrap_servers,
+           "--topic", topic, "--events", str(events), "--out", out]
+    with open(os.path.join(work, "quix.log"), "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        rss = TreeRss(proc.pid)
+        print("  (d) quix: running ...", flush=True)
+        rc = proc.wait(timeout=1800)
+        peak = rss.stop()
+    if rc != 0:
+        raise RuntimeError(f"(d) quix failed (rc={rc}); see {work}/quix.log")
+    with open(out, encoding="utf-8") as handle:
+        got = json.load(handle)
+    run_s = got["last"] - got["first"]
+    return {
+        "variant": "(d) quix",
+        "startup_s": round(got["first"] - got["started"], 2),
+        "run_s": round(run_s, 3),
+        "payments_per_s": round(events / run_s, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "counts": {k: got[k] for k in ("n", "valid", "unique", "windows")},
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -280,17 +416,34 @@ def main(argv: Optional[List[str]] = None) -> None:
         t = time.monotonic()
         truth = fill_topic(broker, topic, args.events, args.seed)
         print(f"topic filled: {args.events} payments in {time.monotonic() - t:.1f} s", flush=True)
+        if "a" in only:
+            results.append(variant_plain(broker, topic, args.events))
         if "b" in only:
             results.append(variant_floor(broker, topic, args.events, work, runner_args))
         if "c" in only:
-            results.append(
-                variant_paystream(
-                    broker, topic, args.events, truth, work, runner_args, None, args.paystream_args.split()
+            with RedisServer() as redis_url:
+                results.append(
+                    variant_paystream(
+                        broker, topic, args.events, truth, work, runner_args, redis_url, args.paystream_args.split()
+                    )
                 )
-            )
+        if "d" in only:
+            results.append(variant_quix(broker, topic, args.events, work))
+    by = {r["variant"][:3]: r["payments_per_s"] for r in results}
+    print(f"\n{args.events:,} payments, one topic of 2 partitions; payments/s from the first read to the last "
+          "payment done")
+    print(f"{'variant':<16} {'payments/s':>11} {'/ (a)':>7} {'/ (d)':>7} {'start-up':>9} {'run':>8} {'peak RSS':>9}")
     for r in results:
-        print(f"{r['variant']:<16} {r['payments_per_s']:>9,.0f}/s  start-up {r['startup_s']:5.1f} s  "
-              f"run {r['run_s']:6.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB")
+        ra = f"{r['payments_per_s'] / by['(a)']:.2f}" if "(a)" in by else "-"
+        rd = f"{r['payments_per_s'] / by['(d)']:.2f}" if "(d)" in by else "-"
+        rss = f"{r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else "(this)"
+        print(f"{r['variant']:<16} {r['payments_per_s']:>11,.0f} {ra:>7} {rd:>7} {r['startup_s']:>8.1f}s "
+              f"{r['run_s']:>7.1f}s {rss:>9}")
+    if "(c)" in by:
+        verdicts = [f"(c) {'meets' if by['(c)'] >= 5000 else 'misses'} 5,000/s"]
+        if "(d)" in by:
+            verdicts.append(f"{'meets' if by['(c)'] >= 0.4 * by['(d)'] else 'misses'} 40 % of (d)")
+        print("; ".join(verdicts))
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w", encoding="utf-8") as handle:
         json.dump({"events": args.events, "results": results}, handle, indent=2)

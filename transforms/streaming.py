@@ -59,6 +59,46 @@ class StreamingOutputs(NamedTuple):
     dead_letters: beam.PCollection[DeadLetter]
 
 
+class Books(dict):
+    """A key's account books (account id -> ``AccountBook``), weighed by their number."""
+
+    __slots__ = ()
+
+    def cache_weight(self) -> int:
+        return 256 + 1024 * len(self)
+
+
+def _weigh_state_cheaply() -> None:
+    """Make Beam's state cache weigh our state values by their own estimate.
+
+    The cache weighs each value it stores with ``objsize``, which gathers the globals of
+    every loaded module first: about 1 ms per call with Beam[gcp] loaded, and a state
+    write calls it twice (clear, then append). Per key and bundle that cost more than the
+    payments did (measured in bench/streaming.py: the cache on was slower than off). Values
+    whose items have ``cache_weight()`` (``Books``, ``IdBook``) are weighed by it; anything
+    else by Beam's own function. Done once per worker process, at a step's setup.
+    """
+    try:
+        from apache_beam.runners.worker import statecache
+    except ImportError:
+        return
+    deep = statecache.get_deep_size
+    if getattr(deep, "paystream_weigher", False):
+        return
+
+    def get_deep_size(*objs: Any) -> int:
+        if len(objs) == 1 and type(objs[0]) is list:
+            items = objs[0]
+            if not items:
+                return 64
+            if all(hasattr(type(item), "cache_weight") for item in items):
+                return 64 + sum(item.cache_weight() for item in items)
+        return deep(*objs)
+
+    get_deep_size.paystream_weigher = True  # type: ignore[attr-defined]
+    statecache.get_deep_size = get_deep_size
+
+
 def _key(value: str, shards: int) -> Any:
     return shard_of(value, shards) if shards else value
 
@@ -117,6 +157,9 @@ class _IdsFn(beam.DoFn):
         self._horizon_us = int(horizon_s * _US)
         self._shards = shards
 
+    def setup(self) -> None:
+        _weigh_state_cheaply()
+
     def process(
         self,
         element: Tuple[Any, Tuple[MaskedTransaction, str]],
@@ -169,6 +212,9 @@ class _AccountsFn(beam.DoFn):
         self._ttl_us = int(history_ttl_s * _US)
         self._counts = [0, 0, 0, 0]  # new, duplicates, conflicts, alerts
 
+    def setup(self) -> None:
+        _weigh_state_cheaply()
+
     def start_bundle(self) -> None:
         self._counts = [0, 0, 0, 0]
 
@@ -179,10 +225,10 @@ class _AccountsFn(beam.DoFn):
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[Any]:
         txn, fingerprint = element[1]
-        books: Optional[Dict[str, AccountBook]] = books_state.read()
+        books: Optional[Books] = books_state.read()
         fresh = books is None
         if books is None:
-            books = {}
+            books = Books()
         book = books.get(txn.account_id)
         if book is None:
             book = books[txn.account_id] = AccountBook()
@@ -225,7 +271,7 @@ class _AccountsFn(beam.DoFn):
         now = fired_at.micros
         rule, horizon, ttl = self._rule, self._horizon_us, self._ttl_us
         idle = {a: b.idle_after_us(horizon, ttl, rule) for a, b in books.items()}
-        kept = {a: b for a, b in books.items() if idle[a] > now}
+        kept = Books((a, b) for a, b in books.items() if idle[a] > now)
         if kept:
             books_state.write(kept)
             # the latest of them: one firing per round (a watermark at the end of a bounded
