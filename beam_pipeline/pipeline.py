@@ -124,7 +124,10 @@ def build_graph(
 
         out = raw | "Payments" >> StreamingPayments(
             VelocityRule(
-                opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
+                opts.velocity_threshold,
+                opts.velocity_window_s,
+                opts.velocity_period_s,
+                opts.allowed_lateness_s,
             ),
             key=key,
             key_path=key_path,

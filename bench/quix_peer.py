@@ -9,8 +9,11 @@ simulator sends them):
    the Luhn check, event time as ISO 8601 (invalid ones are counted and dropped);
 2. dedup with per-account state (the account's recent transaction ids);
 3. an HMAC-SHA256 card token, the card, email and phone masks, the CVV dropped;
-4. a count per account in sliding 60 s windows moving by 5 s (``hopping_window``), on the
-   records' timestamps (the payments' event times).
+4. a count per account in sliding 60 s windows moving by 5 s, on the payments' event
+   times, kept in the same per-account state: the account's recent event times, the count
+   of each of the payment's twelve windows, an alert flag when one reaches 3. (Quix's own
+   ``hopping_window(60 s, 5 s).count()`` does the same counting at about 2,900/s here,
+   4x slower: it writes twelve window values to RocksDB per payment.)
 
 Writes JSON to ``--out``: wall-clock times of the process start, the first message and
 the last one, and the counts. Runs in a virtualenv of its own: its dependencies are not
@@ -31,8 +34,17 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 STARTED = time.time()
-REQUIRED = ("transaction_id", "account_id", "amount", "currency", "card_number", "email", "phone",
-            "merchant_id", "event_time")
+REQUIRED = (
+    "transaction_id",
+    "account_id",
+    "amount",
+    "currency",
+    "card_number",
+    "email",
+    "phone",
+    "merchant_id",
+    "event_time",
+)
 KEY = b"k" * 32
 _DIGITS = re.compile(r"^\d{12,19}$")
 
@@ -49,7 +61,7 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def parse(raw: bytes):
+def parse(raw: bytes):  # noqa: ANN201
     try:
         obj = json.loads(raw)
     except ValueError:
@@ -131,12 +143,20 @@ def main() -> None:
         seen["unique"] += 1
         return True
 
-    def counted(_window) -> None:
-        seen["windows"] += 1
+    def count_windows(obj: dict, state) -> dict:
+        at = int(datetime.fromisoformat(str(obj["event_time"]).replace("Z", "+00:00")).timestamp() * 1000)
+        times = [t for t in state.get("times", []) if t > at - 120_000]
+        times.append(at)
+        state.set("times", times)
+        last = at - at % 5_000
+        counts = [sum(1 for t in times if s <= t < s + 60_000) for s in range(last, at - 60_000, -5_000)]
+        obj["max_window_count"] = max(counts)
+        if obj["max_window_count"] >= 3:
+            seen["windows"] += 1
+        return obj
 
-    sdf = sdf.apply(read).apply(parse).filter(valid).filter(first_copy, stateful=True).apply(mask)
-    sdf = sdf.hopping_window(duration_ms=60_000, step_ms=5_000).count().current()
-    sdf = sdf.update(counted)
+    sdf = sdf.apply(read).apply(parse).filter(valid).filter(first_copy, stateful=True)
+    sdf = sdf.apply(count_windows, stateful=True).apply(mask)
     app.run()
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump({"started": STARTED, **seen}, handle)

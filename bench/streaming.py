@@ -133,7 +133,9 @@ def watch_child(
     env: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
     """Run ``cmd``, poll its counters until ``done``; first read to done is the measure."""
-    child_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    child_env = dict(
+        os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})
+    )
     with open(log, "w", encoding="utf-8") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT)
@@ -180,8 +182,19 @@ class RedisServer:
         self._dir = tempfile.mkdtemp(prefix="bench-redis-")
         port = free_port()
         self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir],
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -221,7 +234,9 @@ def fill_topic(broker: KafkaBroker, topic: str, events: int, seed: int) -> Groun
     return producer.truth
 
 
-def variant_floor(broker: KafkaBroker, topic: str, events: int, work: str, runner_args: List[str]) -> Dict[str, Any]:
+def variant_floor(
+    broker: KafkaBroker, topic: str, events: int, work: str, runner_args: List[str]
+) -> Dict[str, Any]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -318,7 +333,6 @@ def variant_plain(broker: KafkaBroker, topic: str, events: int) -> Dict[str, Any
         }
     )
     t0 = time.monotonic()
-    cpu0 = time.process_time()
     consumer.subscribe([topic])
     read = rows = alerts = 0
     first: Optional[float] = None
@@ -365,8 +379,9 @@ def ensure_quix_venv() -> str:
     if not os.path.exists(python):
         print(f"making {QUIX_VENV} with quixstreams=={QUIX_VERSION} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", QUIX_VENV], check=True)
-    check = subprocess.run([python, "-c", "import quixstreams; print(quixstreams.__version__)"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [python, "-c", "import quixstreams; print(quixstreams.__version__)"], capture_output=True, text=True
+    )
     if check.returncode != 0 or check.stdout.strip() != QUIX_VERSION:
         subprocess.run([python, "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
     return python
@@ -376,8 +391,18 @@ def variant_quix(broker: KafkaBroker, topic: str, events: int, work: str) -> Dic
     """(d) Quix Streams doing the same work (bench/quix_peer.py), as the peer."""
     python = ensure_quix_venv()
     out = os.path.join(work, "quix.json")
-    cmd = [python, os.path.join(ROOT, "bench", "quix_peer.py"), "--bootstrap", broker.bootstrap_servers,
-           "--topic", topic, "--events", str(events), "--out", out]
+    cmd = [
+        python,
+        os.path.join(ROOT, "bench", "quix_peer.py"),
+        "--bootstrap",
+        broker.bootstrap_servers,
+        "--topic",
+        topic,
+        "--events",
+        str(events),
+        "--out",
+        out,
+    ]
     with open(os.path.join(work, "quix.log"), "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
         rss = TreeRss(proc.pid)
@@ -424,21 +449,34 @@ def main(argv: Optional[List[str]] = None) -> None:
             with RedisServer() as redis_url:
                 results.append(
                     variant_paystream(
-                        broker, topic, args.events, truth, work, runner_args, redis_url, args.paystream_args.split()
+                        broker,
+                        topic,
+                        args.events,
+                        truth,
+                        work,
+                        runner_args,
+                        redis_url,
+                        args.paystream_args.split(),
                     )
                 )
         if "d" in only:
             results.append(variant_quix(broker, topic, args.events, work))
     by = {r["variant"][:3]: r["payments_per_s"] for r in results}
-    print(f"\n{args.events:,} payments, one topic of 2 partitions; payments/s from the first read to the last "
-          "payment done")
-    print(f"{'variant':<16} {'payments/s':>11} {'/ (a)':>7} {'/ (d)':>7} {'start-up':>9} {'run':>8} {'peak RSS':>9}")
+    print(
+        f"\n{args.events:,} payments, one topic of 2 partitions; payments/s from the first read to the last "
+        "payment done"
+    )
+    print(
+        f"{'variant':<16} {'payments/s':>11} {'/ (a)':>7} {'/ (d)':>7} {'start-up':>9} {'run':>8} {'peak RSS':>9}"
+    )
     for r in results:
         ra = f"{r['payments_per_s'] / by['(a)']:.2f}" if "(a)" in by else "-"
         rd = f"{r['payments_per_s'] / by['(d)']:.2f}" if "(d)" in by else "-"
         rss = f"{r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else "(this)"
-        print(f"{r['variant']:<16} {r['payments_per_s']:>11,.0f} {ra:>7} {rd:>7} {r['startup_s']:>8.1f}s "
-              f"{r['run_s']:>7.1f}s {rss:>9}")
+        print(
+            f"{r['variant']:<16} {r['payments_per_s']:>11,.0f} {ra:>7} {rd:>7} {r['startup_s']:>8.1f}s "
+            f"{r['run_s']:>7.1f}s {rss:>9}"
+        )
     if "(c)" in by:
         verdicts = [f"(c) {'meets' if by['(c)'] >= 5000 else 'misses'} 5,000/s"]
         if "(d)" in by:

@@ -26,7 +26,9 @@ TTL = 86_400 * US
 T0 = 1_700_000_000 * US
 
 
-def txn(txn_id: str, at_us: int, account: str = "acct-1", offset: int = 0, amount: int = 1000) -> MaskedTransaction:
+def txn(
+    txn_id: str, at_us: int, account: str = "acct-1", offset: int = 0, amount: int = 1000
+) -> MaskedTransaction:
     return MaskedTransaction(
         transaction_id=txn_id,
         account_id=account,
@@ -161,7 +163,9 @@ def test_alerts_equal_a_plain_recount_of_every_window(offsets_s: List[int]) -> N
             firing = _recount(arrived, at, closed_before)
             if firing:
                 first, last = firing[-1][0], firing[0][0]
-                touched = [r for r in runs if first <= r[1] + RULE.period_us and last >= r[0] - RULE.period_us]
+                touched = [
+                    r for r in runs if first <= r[1] + RULE.period_us and last >= r[0] - RULE.period_us
+                ]
                 if touched:
                     touched[0][0], touched[0][1] = min(touched[0][0], first), max(touched[0][1], last)
                 else:
@@ -174,7 +178,10 @@ def test_alerts_equal_a_plain_recount_of_every_window(offsets_s: List[int]) -> N
 def test_decide_in_order_follows_where_payments_were_read_not_the_list_order() -> None:
     at = T0 + US
     payments = [txn(f"t{i}", at + i * US, offset=i) for i in range(3)]
-    forwards = [(a.alert_id if a else None) for _, _, _, a in decide_in_order([(p, "") for p in payments], RULE, HORIZON, TTL)]
+    forwards = [
+        (a.alert_id if a else None)
+        for _, _, _, a in decide_in_order([(p, "") for p in payments], RULE, HORIZON, TTL)
+    ]
     backwards = [
         (a.alert_id if a else None)
         for _, _, _, a in decide_in_order([(p, "") for p in reversed(payments)], RULE, HORIZON, TTL)

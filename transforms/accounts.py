@@ -191,7 +191,9 @@ class AccountBook:
         firing: List[Tuple[int, List[_Held]]] = []
         for start in range(last_start, max(closed_before, at - size_us), -period_us):
             begin = bisect_left(held, (start,), lo, hi)
-            inside = [p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start]
+            inside = [
+                p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start
+            ]
             if len(inside) >= threshold:
                 firing.append((start, inside))
         if not firing:

@@ -33,9 +33,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
+from transforms.accounts import DUPLICATE, NEW, IdBook, decide_in_order
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.accounts import DUPLICATE, NEW, IdBook, decide_in_order
 from transforms.dedup import conflict_dead_letter
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size

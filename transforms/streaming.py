@@ -39,7 +39,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import CONFLICT, DUPLICATE, NEW, AccountBook, IdBook, conflict_letter
+from transforms.accounts import DUPLICATE, NEW, AccountBook, IdBook, conflict_letter
 from transforms.batching import DEFAULT_SHARDS, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
