@@ -117,6 +117,7 @@ def build_graph(
             shards=shards,
             horizon_s=opts.dedup_horizon_s,
             history_ttl_s=opts.history_ttl_s,
+            dedup_scope=opts.dedup_scope,
         )
         return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
     if not batch and not opts.redis_dedup and velocity_impl(opts) == "state":

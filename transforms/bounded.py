@@ -1,25 +1,25 @@
 """The batch driver: a bounded input, a chunk of payloads at a time, through every kernel.
 
     chunks of (payload, SourceRef)
-      -> ParseChunks         parse_or_dead_letter per payload; the valid payments of a
-                             chunk split by transaction-id shard           -> dead letters
-      -> ById                MergeShards: one list per transaction-id shard
-      -> FirstCopiesAndMask  IdBook over each id shard in the order read, then
-                             mask_transaction; split by account shard      -> dead letters
-      -> ByAccount           MergeShards: one list per account shard
-      -> Decide              AccountBook.decide over each account's payments in the
-                             order read (transforms/accounts.py)           -> rows, alerts
+      -> ParseChunks   parse_or_dead_letter and mask_transaction per payload; a chunk's
+                       payments split by account shard                     -> dead letters
+      -> ByAccount     MergeShards: one list per account shard
+      -> Decide        AccountBook.decide over each account's payments in the order read
+                       (transforms/accounts.py)                            -> alerts,
+                                                                              dead letters
+      -> ById          (dedup_scope="global") MergeShards of the rows by transaction-id
+      -> CheckIds      shard; check_ids in the order read                  -> dead letters
+      -> rows
 
-The per-payment functions are the ones every other path runs (``transforms/parse.py``,
-``dedup.py``, ``masking.py``, ``enrich.py``, ``velocity.py``); only the driving differs.
-A streaming step receives a payment as an element and keeps per-key state. Here a
-payment is an element of a list from the source to the last step: the two groupings move
-each chunk's few lists per shard, and Beam's per-element work (about as much as our own
-per payment on Beam Python) is paid per chunk and per shard. Raw PII crosses only the
-first grouping, as in the per-element batch path; masked records cross the second.
+The same kernels and the same order as the streaming driver (``transforms/streaming.py``);
+only the driving differs. A streaming step receives a bundle's payments per key and keeps
+its books in state. Here a payment is an element of a list from the source to the last
+step: the groupings move each chunk's few lists per shard, and Beam's per-element work
+(about as much as our own per payment on Beam Python) is paid per chunk and per shard. No
+raw PII crosses a grouping: payments are masked as they are parsed.
 
-What comes out equals the per-element batch path and the streaming path on the same
-input (``tests/test_batch_paths.py``).
+What comes out equals the streaming driver on the same input
+(``tests/test_batch_paths.py::test_whole_graph_batch_equals_stream``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import DUPLICATE, NEW, IdBook, decide_in_order
+from transforms.accounts import DUPLICATE, NEW, IdBook, conflict_letter, decide_in_order
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.dedup import conflict_dead_letter
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
+from transforms.streaming import DEDUP_SCOPES, check_ids
 from transforms.velocity import VelocityRule
 
 __all__ = ["DEFAULT_CHUNK", "BoundedOutputs", "BoundedPayments"]
@@ -53,100 +53,109 @@ class BoundedOutputs(NamedTuple):
     dead_letters: beam.PCollection[DeadLetter]
 
 
-def _transaction_id(txn: Transaction) -> str:
-    return txn.transaction_id
+def _pair_account(pair: Tuple[MaskedTransaction, str]) -> str:
+    return pair[0].account_id
 
 
-def _account(txn: MaskedTransaction) -> str:
-    return txn.account_id
+def _row_id(row: EnrichedTransaction) -> str:
+    return row.txn.transaction_id
 
 
-def _source_order(txn: Transaction) -> Any:
-    return txn.source
+def _row_source(row: EnrichedTransaction) -> Any:
+    return row.txn.source
 
 
 class _ParseChunkFn(beam.DoFn):
-    def __init__(self, max_future_skew_s: float, shards: int) -> None:
+    """Parse and mask a chunk; (masked payment, fingerprint) pairs split by account shard."""
+
+    def __init__(self, mask: MaskPII, max_future_skew_s: float, shards: int) -> None:
+        self._mask = mask.tokenizer_fn()  # reads the key at setup, as MaskPII's own step does
         self._max_future_skew_us = int(max_future_skew_s * 1_000_000)
         self._shards = shards
         self._counts = ParseCounts()
+
+    def setup(self) -> None:
+        self._mask.setup()
 
     def start_bundle(self) -> None:
         self._counts = ParseCounts()
 
     def process(self, chunk: List[RawPayload]) -> Iterable[Any]:
         now_us = int(time.time() * 1_000_000)
-        valid: List[Transaction] = []
+        tokenizer = self._mask.tokenizer()
+        valid: List[Tuple[MaskedTransaction, str]] = []
         for raw, source in chunk:
             result = parse_or_dead_letter(raw, source, now_us, self._max_future_skew_us)
             if isinstance(result, Transaction):
-                valid.append(result)
+                valid.append((mask_transaction(result, tokenizer), result.fingerprint))
             else:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
         self._counts.add(len(chunk), len(valid))
         telemetry.observe_many("payload_bytes", [payload_size(raw) for raw, _ in chunk])
-        yield from split_into_shards(valid, _transaction_id, self._shards).items()
+        yield from split_into_shards(valid, _pair_account, self._shards).items()
 
     def finish_bundle(self) -> None:
         self._counts.flush()
 
 
-class _FirstCopiesAndMaskFn(beam.DoFn):
-    """The first copy of each id (``IdBook``, in the order read), masked, by account shard."""
-
-    def __init__(self, mask: MaskPII, shards: int, horizon_us: int) -> None:
-        self._mask = mask.tokenizer_fn()  # reads the key at setup, as MaskPII's own step does
-        self._shards = shards
-        self._horizon_us = horizon_us
-
-    def setup(self) -> None:
-        self._mask.setup()
-
-    def process(self, shard: Tuple[int, List[Transaction]]) -> Iterable[Any]:
-        book = IdBook()
-        kept: List[Transaction] = []
-        duplicates = 0
-        for txn in sorted(shard[1], key=_source_order):
-            verdict = book.check(txn.transaction_id, txn.fingerprint, txn.event_time_us, self._horizon_us)
-            if verdict is NEW:
-                kept.append(txn)
-            elif verdict is DUPLICATE:
-                duplicates += 1
-            else:
-                telemetry.count("dead_letters", stage="dedup", reason="conflicting_duplicate")
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_dead_letter(txn))
-        if duplicates:
-            telemetry.count("duplicates_dropped", duplicates)
-        tokenizer = self._mask.tokenizer()
-        masked = [mask_transaction(txn, tokenizer) for txn in kept]
-        yield from split_into_shards(masked, _account, self._shards).items()
-
-
 class _DecideFn(beam.DoFn):
     """Each account's payments decided by its ``AccountBook``, in the order read: what the
-    streaming step decides as they arrive (``transforms/streaming.py``)."""
+    streaming step decides as they arrive (``transforms/streaming.py``). With the id check
+    to come, rows leave split by transaction-id shard."""
 
-    def __init__(self, rule: VelocityRule, horizon_us: int, history_ttl_us: int) -> None:
+    def __init__(self, rule: VelocityRule, horizon_us: int, history_ttl_us: int, id_shards: int) -> None:
         self._rule = rule
         self._horizon_us = horizon_us
         self._ttl_us = history_ttl_us
+        self._id_shards = id_shards
 
-    def process(self, shard: Tuple[int, List[MaskedTransaction]]) -> Iterable[Any]:
-        new = alerts = 0
-        records = ((txn, "") for txn in shard[1])  # no copies left: the id step took them
-        for verdict, _, row, alert in decide_in_order(records, self._rule, self._horizon_us, self._ttl_us):
+    def process(self, shard: Tuple[int, List[Tuple[MaskedTransaction, str]]]) -> Iterable[Any]:
+        new = duplicates = conflicts = alerts = 0
+        rows: List[EnrichedTransaction] = []
+        for verdict, txn, row, alert in decide_in_order(shard[1], self._rule, self._horizon_us, self._ttl_us):
             if verdict is NEW:
                 new += 1
-                yield row
+                rows.append(row)  # type: ignore[arg-type]
                 if alert is not None:
                     alerts += 1
                     yield beam.pvalue.TaggedOutput(
                         ALERTS_TAG, TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
                     )
+            elif verdict is DUPLICATE:
+                duplicates += 1
+            else:
+                conflicts += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
+        if self._id_shards:
+            yield from split_into_shards(rows, _row_id, self._id_shards).items()
+        else:
+            yield from rows
         telemetry.count("payments_unique", new)
         telemetry.count("payments_enriched", new)
+        if duplicates:
+            telemetry.count("duplicates_dropped", duplicates)
+        if conflicts:
+            telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
         if alerts:
             telemetry.count("fraud_alerts", alerts)
+
+
+class _CheckIdsFn(beam.DoFn):
+    """The id check of the streaming driver over an id shard's rows, in the order read."""
+
+    def __init__(self, horizon_us: int) -> None:
+        self._horizon_us = horizon_us
+
+    def process(self, shard: Tuple[int, List[EnrichedTransaction]]) -> Iterable[Any]:
+        rows = sorted(shard[1], key=_row_source)
+        new, again, conflicts, kept = check_ids(IdBook(), rows, self._horizon_us)
+        yield from kept
+        for row in conflicts:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
+        if again:
+            telemetry.count("duplicates_dropped", again)
+        if conflicts:
+            telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
 
 
 class BoundedPayments(beam.PTransform):
@@ -166,9 +175,13 @@ class BoundedPayments(beam.PTransform):
         shards: int = DEFAULT_SHARDS,
         horizon_s: float = 600.0,
         history_ttl_s: float = 86_400.0,
+        dedup_scope: str = "global",
         label: Optional[str] = None,
     ) -> None:
         super().__init__(label)
+        if dedup_scope not in DEDUP_SCOPES:
+            raise ValueError(f"dedup_scope must be one of {DEDUP_SCOPES}, not {dedup_scope!r}")
+        self._global = dedup_scope == "global"
         if shards < 1:
             raise ValueError("shards must be >= 1")
         if max_future_skew_s < 0:
@@ -184,27 +197,30 @@ class BoundedPayments(beam.PTransform):
         if not chunks.is_bounded:  # the lists are complete only once the input is
             raise ValueError(f"{self.label}: the batch driver needs a bounded input")
         parsed = chunks | "ParseChunks" >> beam.ParDo(
-            _ParseChunkFn(self._max_future_skew_s, self._shards)
-        ).with_outputs(DEAD_LETTER_TAG, main="transactions")
-        unique = (
-            parsed.transactions
-            | "ById" >> MergeShards()
-            | "FirstCopiesAndMask"
-            >> beam.ParDo(_FirstCopiesAndMaskFn(self._mask, self._shards, self._horizon_us)).with_outputs(
-                DEAD_LETTER_TAG, main="masked"
-            )
-        )
-        judged = (
-            unique.masked
+            _ParseChunkFn(self._mask, self._max_future_skew_s, self._shards)
+        ).with_outputs(DEAD_LETTER_TAG, main="masked")
+        id_shards = self._shards if self._global else 0
+        decided = (
+            parsed.masked
             | "ByAccount" >> MergeShards()
             | "Decide"
-            >> beam.ParDo(_DecideFn(self._rule, self._horizon_us, self._ttl_us)).with_outputs(
-                ALERTS_TAG, main="transactions"
+            >> beam.ParDo(_DecideFn(self._rule, self._horizon_us, self._ttl_us, id_shards)).with_outputs(
+                DEAD_LETTER_TAG, ALERTS_TAG, main="transactions"
             )
         )
-        dead = (parsed[DEAD_LETTER_TAG], unique[DEAD_LETTER_TAG]) | "DeadLetters" >> beam.Flatten()
+        dead = [parsed[DEAD_LETTER_TAG], decided[DEAD_LETTER_TAG]]
+        rows = decided.transactions
+        if self._global:
+            checked = (
+                rows
+                | "ById" >> MergeShards()
+                | "CheckIds"
+                >> beam.ParDo(_CheckIdsFn(self._horizon_us)).with_outputs(DEAD_LETTER_TAG, main="stored")
+            )
+            dead.append(checked[DEAD_LETTER_TAG])
+            rows = checked.stored
         return BoundedOutputs(
-            transactions=judged.transactions,
-            alerts=judged[ALERTS_TAG],
-            dead_letters=dead,
+            transactions=rows,
+            alerts=decided[ALERTS_TAG],
+            dead_letters=tuple(dead) | "DeadLetters" >> beam.Flatten(),
         )

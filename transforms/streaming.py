@@ -1,46 +1,57 @@
 """The streaming driver: one stateful step per shard of accounts, deciding on arrival.
 
     (payload, SourceRef)
-      -> ParseAndMask   parse_or_dead_letter, mask_transaction; keyed by a stable shard of
-                        the transaction id (``dedup_scope="global"``) or of the account
-                                                                           -> dead letters
-      -> Ids            (global scope) ``IdBook`` per id shard: a copy of an id seen on
-                        another account is a conflict; re-keyed by account shard
-                                                                           -> dead letters
+      -> ParseAndMask   parse_or_dead_letter, mask_transaction; keyed by a stable shard
+                        of the account                                     -> dead letters
       -> Accounts       ``AccountBook.decide`` per payment: dedup, features, velocity,
-                        alert, all in ``process()``                        -> rows, alerts,
+                        alert, all in ``process()``                        -> alerts,
                                                                               dead letters
+      -> Ids            (``dedup_scope="global"``) ``IdBook`` per shard of transaction
+                        ids, on the rows: a payment whose id was stored for another
+                        account is a conflict, and its row is not written  -> dead letters
+      -> rows
 
 Masking happens before the first grouping, so no raw card number, email or phone crosses
 a shuffle or reaches runner state. Keys are ``shard_of(account, shards)``: a shard's
 books are one state value, read from Beam's state cache
 (``--max_cache_memory_usage_mb``) and written back once per bundle. With ``shards=0``
 each account is a key of its own (one state value per account: more state requests,
-smaller writes; ``bench/streaming.py`` measures both).
+smaller writes; ``bench/streaming.py`` measured both).
+
+Order: an account's payments reach its step in the order of their Kafka partition: the
+source's subtask for that partition parses them and sends them down one channel. The id
+check comes after the account step, not before it: between two keyed steps an account's
+payments would travel through different subtasks (one per id shard) and lose that
+order. The price: a copy sent with another account has been counted in that account's
+features and windows before its row is refused.
+
+Between steps a bundle's payments travel as one list per key (``_Lists``).
 
 Expiry needs no timer per payment: each key has one event-time timer, set when its
 state is created and moved forward when it fires, that drops the books whose account
 has been idle past ``AccountBook.idle_after_us`` (and prunes the id shards) and is set
 again for the latest of the books it kept.
 
-What a runner does with this: see "Runner paths" in the README.
+What a runner does with this: see "Streaming on Flink" in the README.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
 from transforms.accounts import DUPLICATE, NEW, AccountBook, IdBook, conflict_letter
-from transforms.batching import DEFAULT_SHARDS, shard_of
+from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
@@ -103,12 +114,45 @@ def _key(value: str, shards: int) -> Any:
     return shard_of(value, shards) if shards else value
 
 
+class _Lists:
+    """A bundle's payments, one list per key, and the earliest timestamp among its inputs.
+
+    Between two steps, a bundle's payments travel as one ``(key, ShardRecords)`` element
+    per key, emitted when the bundle finishes: the runner then moves, encodes and keys
+    tens of elements per bundle instead of one per payment (on Flink the JVM's side of
+    each element cost more than our Python, ``bench/streaming.py``). A key's list keeps
+    the order the payments were read in. The lists leave stamped with the earliest input
+    timestamp of the bundle, which the runner's watermark has not yet passed.
+    """
+
+    __slots__ = ("lists", "earliest")
+
+    def __init__(self) -> None:
+        self.lists: Dict[Any, ShardRecords] = {}
+        self.earliest: Optional[Timestamp] = None
+
+    def add(self, key: Any, item: Any, timestamp: Timestamp) -> None:
+        part = self.lists.get(key)
+        if part is None:
+            part = self.lists[key] = ShardRecords()
+        part.append(item)
+        if self.earliest is None or timestamp < self.earliest:
+            self.earliest = timestamp
+
+    def drain(self) -> Iterable[WindowedValue]:
+        if self.earliest is not None:
+            at, window = self.earliest, (GlobalWindow(),)
+            for entry in self.lists.items():
+                yield WindowedValue(entry, at, window)
+        self.lists = {}
+        self.earliest = None
+
+
 class _ParseAndMaskFn(beam.DoFn):
-    def __init__(self, mask: MaskPII, max_future_skew_s: float, shards: int, by_id: bool) -> None:
+    def __init__(self, mask: MaskPII, max_future_skew_s: float, shards: int) -> None:
         self._mask = mask.tokenizer_fn()
         self._max_future_skew_us = int(max_future_skew_s * _US)
         self._shards = shards
-        self._by_id = by_id
         self._counts = ParseCounts()
         self._sizes: list = []
 
@@ -118,8 +162,9 @@ class _ParseAndMaskFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._counts = ParseCounts()
         self._sizes = []
+        self._out = _Lists()
 
-    def process(self, element: RawPayload) -> Iterable[Any]:
+    def process(self, element: RawPayload, timestamp: Any = beam.DoFn.TimestampParam) -> Iterable[Any]:
         raw, source = element
         self._sizes.append(payload_size(raw))
         result = parse_or_dead_letter(raw, source, int(time.time() * _US), self._max_future_skew_us)
@@ -129,13 +174,13 @@ class _ParseAndMaskFn(beam.DoFn):
             return
         self._counts.add(1, 1)
         masked = mask_transaction(result, self._mask.tokenizer())
-        key = result.transaction_id if self._by_id else result.account_id
-        yield _key(key, self._shards), (masked, result.fingerprint)
+        self._out.add(_key(result.account_id, self._shards), (masked, result.fingerprint), timestamp)
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterable[WindowedValue]:
         self._counts.flush()
         telemetry.observe_many("payload_bytes", self._sizes)
         self._sizes = []
+        yield from self._out.drain()
 
 
 def _count_verdicts(new: int, duplicates: int, conflicts: int) -> None:
@@ -147,39 +192,62 @@ def _count_verdicts(new: int, duplicates: int, conflicts: int) -> None:
         telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
 
 
+def check_ids(
+    book: IdBook, rows: Iterable[EnrichedTransaction], horizon_us: int
+) -> Tuple[int, int, List[EnrichedTransaction], List[EnrichedTransaction]]:
+    """(stored, seen again, conflicts, rows to store) for rows checked in this order: an id
+    stored for another account is a conflict; for the same account (a replay after the
+    account's book was dropped) it is not stored again."""
+    kept: List[EnrichedTransaction] = []
+    conflicts: List[EnrichedTransaction] = []
+    again = 0
+    for row in rows:
+        txn = row.txn
+        verdict = book.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon_us)
+        if verdict is NEW:
+            kept.append(row)
+        elif verdict is DUPLICATE:
+            again += 1
+        else:
+            conflicts.append(row)
+    return len(kept), again, conflicts, kept
+
+
+def _count_stored(new: int, again: int, conflicts: int) -> None:
+    if again:
+        telemetry.count("duplicates_dropped", again)
+    if conflicts:
+        telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
+
+
 class _IdsFn(beam.DoFn):
-    """Global dedup: one ``IdBook`` per shard of transaction ids."""
+    """Global dedup, on the rows: one ``IdBook`` per shard of transaction ids."""
 
     BOOK = ReadModifyWriteStateSpec("ids_book", PickleCoder())
     EXPIRY = TimerSpec("ids_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, horizon_s: float, shards: int) -> None:
+    def __init__(self, horizon_s: float) -> None:
         self._horizon_us = int(horizon_s * _US)
-        self._shards = shards
 
     def setup(self) -> None:
         _weigh_state_cheaply()
 
     def process(
         self,
-        element: Tuple[Any, Tuple[MaskedTransaction, str]],
+        element: Tuple[Any, List[EnrichedTransaction]],
         book_state: Any = beam.DoFn.StateParam(BOOK),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[Any]:
-        txn, fingerprint = element[1]
         book: Optional[IdBook] = book_state.read()
         if book is None:
             book = IdBook()
-            expiry.set(Timestamp(micros=txn.event_time_us + self._horizon_us))
-        verdict = book.check(txn.transaction_id, fingerprint, txn.event_time_us, self._horizon_us)
+            expiry.set(Timestamp(micros=element[1][0].txn.event_time_us + self._horizon_us))
+        new, again, conflicts, rows = check_ids(book, element[1], self._horizon_us)
         book_state.write(book)
-        if verdict is NEW:
-            yield _key(txn.account_id, self._shards), element[1]
-        elif verdict is DUPLICATE:
-            _count_verdicts(0, 1, 0)
-        else:
-            _count_verdicts(0, 0, 1)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, ""))
+        yield from rows
+        for row in conflicts:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
+        _count_stored(new, again, len(conflicts))
 
     @on_timer(EXPIRY)
     def expire(
@@ -206,10 +274,11 @@ class _AccountsFn(beam.DoFn):
     BOOKS = ReadModifyWriteStateSpec("accounts_books", PickleCoder())
     EXPIRY = TimerSpec("accounts_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, rule: VelocityRule, horizon_s: float, history_ttl_s: float) -> None:
+    def __init__(self, rule: VelocityRule, horizon_s: float, history_ttl_s: float, id_shards: int) -> None:
         self._rule = rule
         self._horizon_us = int(horizon_s * _US)
         self._ttl_us = int(history_ttl_s * _US)
+        self._id_shards = id_shards  # > 0: rows go on to the id check, in lists by id shard
         self._counts = [0, 0, 0, 0]  # new, duplicates, conflicts, alerts
 
     def setup(self) -> None:
@@ -217,39 +286,46 @@ class _AccountsFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._counts = [0, 0, 0, 0]
+        self._rows = _Lists()
 
     def process(
         self,
-        element: Tuple[Any, Tuple[MaskedTransaction, str]],
+        element: Tuple[Any, List[Tuple[MaskedTransaction, str]]],
+        timestamp: Any = beam.DoFn.TimestampParam,
         books_state: Any = beam.DoFn.StateParam(BOOKS),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[Any]:
-        txn, fingerprint = element[1]
+        id_shards, rows = self._id_shards, self._rows
         books: Optional[Books] = books_state.read()
         fresh = books is None
         if books is None:
             books = Books()
-        book = books.get(txn.account_id)
-        if book is None:
-            book = books[txn.account_id] = AccountBook()
-        verdict, row, alert = book.decide(txn, fingerprint, self._rule, self._horizon_us, self._ttl_us)
-        if fresh:
-            expiry.set(Timestamp(micros=book.idle_after_us(self._horizon_us, self._ttl_us, self._rule)))
+        rule, horizon, ttl, counts = self._rule, self._horizon_us, self._ttl_us, self._counts
+        book = None
+        for txn, fingerprint in element[1]:
+            book = books.get(txn.account_id)
+            if book is None:
+                book = books[txn.account_id] = AccountBook()
+            verdict, row, alert = book.decide(txn, fingerprint, rule, horizon, ttl)
+            if verdict is NEW:
+                counts[0] += 1
+                if id_shards:
+                    rows.add(shard_of(txn.transaction_id, id_shards), row, timestamp)
+                else:
+                    yield row
+                if alert is not None:
+                    counts[3] += 1
+                    yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
+            elif verdict is DUPLICATE:
+                counts[1] += 1
+            else:
+                counts[2] += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
+        if fresh and book is not None:
+            expiry.set(Timestamp(micros=book.idle_after_us(horizon, ttl, rule)))
         books_state.write(books)
-        counts = self._counts
-        if verdict is NEW:
-            counts[0] += 1
-            yield row
-            if alert is not None:
-                counts[3] += 1
-                yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
-        elif verdict is DUPLICATE:
-            counts[1] += 1
-        else:
-            counts[2] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterable[WindowedValue]:
         new, duplicates, conflicts, alerts = self._counts
         _count_verdicts(new, duplicates, conflicts)
         if new:
@@ -257,6 +333,7 @@ class _AccountsFn(beam.DoFn):
         if alerts:
             telemetry.count("fraud_alerts", alerts)
         self._counts = [0, 0, 0, 0]
+        yield from self._rows.drain()
 
     @on_timer(EXPIRY)
     def expire(
@@ -313,23 +390,26 @@ class StreamingPayments(beam.PTransform):
         self._global = dedup_scope == "global"
 
     def expand(self, raw: beam.PCollection[RawPayload]) -> StreamingOutputs:  # type: ignore[override]
+        lists = beam.typehints.Tuple[Any, ShardRecords]
         parsed = raw | "ParseAndMask" >> beam.ParDo(
-            _ParseAndMaskFn(self._mask, self._max_future_skew_s, self._shards, self._global)
+            _ParseAndMaskFn(self._mask, self._max_future_skew_s, self._shards)
         ).with_outputs(DEAD_LETTER_TAG, main="masked")
-        dead = [parsed[DEAD_LETTER_TAG]]
-        masked = parsed.masked
-        if self._global:
-            ids = masked | "Ids" >> beam.ParDo(_IdsFn(self._horizon_s, self._shards)).with_outputs(
-                DEAD_LETTER_TAG, main="first"
-            )
-            dead.append(ids[DEAD_LETTER_TAG])
-            masked = ids.first
-        decided = masked | "Accounts" >> beam.ParDo(
-            _AccountsFn(self._rule, self._horizon_s, self._ttl_s)
+        parsed.masked.element_type = lists
+        id_shards = (self._shards or DEFAULT_SHARDS) if self._global else 0
+        decided = parsed.masked | "Accounts" >> beam.ParDo(
+            _AccountsFn(self._rule, self._horizon_s, self._ttl_s, id_shards)
         ).with_outputs(DEAD_LETTER_TAG, ALERTS_TAG, main="transactions")
-        dead.append(decided[DEAD_LETTER_TAG])
+        dead = [parsed[DEAD_LETTER_TAG], decided[DEAD_LETTER_TAG]]
+        rows = decided.transactions
+        if self._global:
+            rows.element_type = lists
+            checked = rows | "Ids" >> beam.ParDo(_IdsFn(self._horizon_s)).with_outputs(
+                DEAD_LETTER_TAG, main="stored"
+            )
+            dead.append(checked[DEAD_LETTER_TAG])
+            rows = checked.stored
         return StreamingOutputs(
-            transactions=decided.transactions,
+            transactions=rows,
             alerts=decided[ALERTS_TAG],
             dead_letters=tuple(dead) | "DeadLetters" >> beam.Flatten(),
         )
