@@ -118,6 +118,7 @@ def _stop_tree(proc: subprocess.Popen) -> None:
             child.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(children, timeout=30)  # the next variant starts on an idle machine
 
 
 def watch_child(

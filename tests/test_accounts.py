@@ -10,8 +10,10 @@ the whole graph both ways).
 from __future__ import annotations
 
 import hashlib
-from typing import List, Optional, Tuple
+import os
+from typing import Any, List, Optional, Tuple
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +189,83 @@ def test_decide_in_order_follows_where_payments_were_read_not_the_list_order() -
         for _, _, _, a in decide_in_order([(p, "") for p in reversed(payments)], RULE, HORIZON, TTL)
     ]
     assert forwards == backwards and forwards[2] is not None
+
+
+def _conflict_input(path: str) -> None:
+    import json as _json
+
+    from tests.test_parse import good
+
+    now = "2026-11-25T08:00:00Z"
+    lines = [
+        good(transaction_id="txn-x", account_id="acct-a", event_time=now),
+        good(transaction_id="txn-x", account_id="acct-b", event_time=now),  # another account
+        good(transaction_id="txn-y", account_id="acct-a", amount="1.00", event_time=now),
+        good(transaction_id="txn-y", account_id="acct-a", amount="2.00", event_time=now),  # same account
+        good(transaction_id="txn-y", account_id="acct-a", amount="1.00", event_time=now),  # exact copy
+        good(transaction_id="txn-z", account_id="acct-b", event_time=now),
+    ]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(_json.dumps(line) for line in lines) + "\n")
+
+
+def _run_graph(
+    tmp: str, mode_args: List[str], scope: str
+) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    warehouse = os.path.join(tmp, f"{scope}-{'-'.join(a.strip('-') for a in mode_args)}.duckdb")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline",
+            "--source=file",
+            f"--input={os.path.join(tmp, 'in.jsonl')}",
+            f"--warehouse=duckdb:{warehouse}",
+            f"--dedup_scope={scope}",
+            "--no_summary",
+            *mode_args,
+        ],
+        cwd=tmp,
+        env=dict(os.environ, PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        rows = conn.execute(
+            "SELECT transaction_id, account_id FROM payment_transactions ORDER BY 1, 2"
+        ).fetchall()
+        letters = conn.execute("SELECT transaction_id, message FROM dead_letters ORDER BY 1, 2").fetchall()
+    finally:
+        conn.close()
+    return rows, letters
+
+
+@pytest.mark.parametrize(
+    "mode_args", [["--execution_mode=batch"], ["--execution_mode=stream"], ["--streaming"]]
+)
+def test_copies_and_conflicts_through_the_whole_graph(tmp_path: Any, mode_args: List[str]) -> None:
+    """A copy on the same account is a duplicate or a conflict; with the global scope (the
+    default) a copy on another account is a conflict too, and only the first is stored."""
+    tmp = str(tmp_path)
+    _conflict_input(os.path.join(tmp, "in.jsonl"))
+    rows, letters = _run_graph(tmp, mode_args, "global")
+    assert rows == [("txn-x", "acct-a"), ("txn-y", "acct-a"), ("txn-z", "acct-b")]
+    assert [(t, m.split(" with different content")[1]) for t, m in letters] == [
+        ("txn-x", " for another account"),
+        ("txn-y", " on this account"),
+    ]
+    rows, letters = _run_graph(tmp, mode_args, "account")
+    # Not caught: both copies leave as rows, and the warehouse keeps one per transaction id
+    # (its primary key), whichever was written first. Hence the global scope by default.
+    assert [t for t, _ in rows] == ["txn-x", "txn-y", "txn-z"]
+    assert [t for t, _ in letters] == ["txn-y"]

@@ -41,17 +41,34 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_left, insort
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction
 from transforms.deadletter import make_dead_letter
 from transforms.enrich import AccountHistory, features
 from transforms.velocity import VelocityRule
 
-__all__ = ["AccountBook", "IdBook", "NEW", "DUPLICATE", "CONFLICT", "conflict_letter"]
+__all__ = [
+    "AccountBook",
+    "IdBook",
+    "NEW",
+    "DUPLICATE",
+    "CONFLICT",
+    "Pending",
+    "conflict_letter",
+    "decide_in_order",
+]
 
 _US = 1_000_000
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
+
+
+class Pending(NamedTuple):
+    """A masked payment on its way to its account's book, with its content's fingerprint
+    (which tells an exact copy from a conflicting one)."""
+
+    txn: MaskedTransaction
+    fingerprint: str
 
 
 def conflict_letter(txn: MaskedTransaction, where: str) -> DeadLetter:

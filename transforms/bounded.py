@@ -33,7 +33,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import DUPLICATE, NEW, IdBook, conflict_letter, decide_in_order
+from transforms.accounts import DUPLICATE, NEW, IdBook, Pending, conflict_letter, decide_in_order
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
@@ -83,11 +83,11 @@ class _ParseChunkFn(beam.DoFn):
     def process(self, chunk: List[RawPayload]) -> Iterable[Any]:
         now_us = int(time.time() * 1_000_000)
         tokenizer = self._mask.tokenizer()
-        valid: List[Tuple[MaskedTransaction, str]] = []
+        valid: List[Pending] = []
         for raw, source in chunk:
             result = parse_or_dead_letter(raw, source, now_us, self._max_future_skew_us)
             if isinstance(result, Transaction):
-                valid.append((mask_transaction(result, tokenizer), result.fingerprint))
+                valid.append(Pending(mask_transaction(result, tokenizer), result.fingerprint))
             else:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
         self._counts.add(len(chunk), len(valid))

@@ -50,7 +50,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import DUPLICATE, NEW, AccountBook, IdBook, conflict_letter
+from transforms.accounts import DUPLICATE, NEW, AccountBook, IdBook, Pending, conflict_letter
 from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
@@ -174,7 +174,7 @@ class _ParseAndMaskFn(beam.DoFn):
             return
         self._counts.add(1, 1)
         masked = mask_transaction(result, self._mask.tokenizer())
-        self._out.add(_key(result.account_id, self._shards), (masked, result.fingerprint), timestamp)
+        self._out.add(_key(result.account_id, self._shards), Pending(masked, result.fingerprint), timestamp)
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         self._counts.flush()
