@@ -226,16 +226,17 @@ def flink_streaming(options: PipelineOptions) -> bool:
 # What a streaming run on Flink needs, each kept when the user gives it: checkpoints (Kafka
 # offsets are committed when one completes) and state kept in files (the account books
 # outgrow Flink's 5 MB in-memory checkpoint limit within minutes). Bundles and the state
-# cache are tuned for throughput, each measured with bench/streaming.py on 50,000 payments
-# (README, "Streaming on Flink"): bundles of up to 20,000 payments or 2 s (1,000 / 500 ms:
-# 1,057/s; 5,000 / 1 s: 2,215/s; 20,000 / 2 s: 3,902/s, before the cheap cache weigher),
-# and a 256 MB Python state cache, so each key's books are read once per worker, not once
-# per bundle (with transforms/streaming.py's weigher: 3,841/s on, 3,242/s off at 5,000 / 1 s).
+# cache are tuned with bench/streaming.py on 50,000 payments (README, "Streaming on Flink",
+# each step measured): bundles of up to 20,000 payments or 500 ms (a bundle's payments
+# travel between steps as one list per key, so larger bundles cost less per payment, and
+# the time bound limits how long the last ones wait: 2 s gave 4,537-4,897/s, 500 ms
+# 5,878-6,477/s), and a 256 MB Python state cache, so each key's books are read once per
+# worker, not once per bundle.
 FLINK_STREAMING_DEFAULTS = {
     "checkpointing_interval": "10000",
     "state_backend": "filesystem",
     "max_bundle_size": "20000",
-    "max_bundle_time_millis": "2000",
+    "max_bundle_time_millis": "500",
     "max_cache_memory_usage_mb": "256",
 }
 
