@@ -44,6 +44,7 @@ from bisect import bisect_left, insort
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction
+from transforms import telemetry
 from transforms.deadletter import make_dead_letter
 from transforms.enrich import AccountHistory, features
 from transforms.velocity import VelocityRule
@@ -61,6 +62,7 @@ __all__ = [
 
 _US = 1_000_000
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
+DEDUP_SCOPES = ("global", "account")  # where a copy of a transaction id is looked for
 
 
 class Pending(NamedTuple):
@@ -272,3 +274,31 @@ def decide_in_order(
 
 def _read_order(record: Tuple[MaskedTransaction, str]) -> Any:
     return record[0].source
+
+
+def check_ids(
+    book: IdBook, rows: Iterable[EnrichedTransaction], horizon_us: int
+) -> Tuple[int, int, List[EnrichedTransaction], List[EnrichedTransaction]]:
+    """(stored, seen again, conflicts, rows to store) for rows checked in this order: an id
+    stored for another account is a conflict; for the same account (a replay after the
+    account's book was dropped) it is not stored again."""
+    kept: List[EnrichedTransaction] = []
+    conflicts: List[EnrichedTransaction] = []
+    again = 0
+    for row in rows:
+        txn = row.txn
+        verdict = book.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon_us)
+        if verdict is NEW:
+            kept.append(row)
+        elif verdict is DUPLICATE:
+            again += 1
+        else:
+            conflicts.append(row)
+    return len(kept), again, conflicts, kept
+
+
+def count_stored(new: int, again: int, conflicts: int) -> None:
+    if again:
+        telemetry.count("duplicates_dropped", again)
+    if conflicts:
+        telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")

@@ -33,12 +33,21 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import DUPLICATE, NEW, IdBook, Pending, conflict_letter, decide_in_order
+from transforms.accounts import (
+    DEDUP_SCOPES,
+    DUPLICATE,
+    NEW,
+    IdBook,
+    Pending,
+    check_ids,
+    conflict_letter,
+    count_stored,
+    decide_in_order,
+)
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.streaming import DEDUP_SCOPES, check_ids
 from transforms.velocity import VelocityRule
 
 __all__ = ["DEFAULT_CHUNK", "BoundedOutputs", "BoundedPayments"]
@@ -152,10 +161,7 @@ class _CheckIdsFn(beam.DoFn):
         yield from kept
         for row in conflicts:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
-        if again:
-            telemetry.count("duplicates_dropped", again)
-        if conflicts:
-            telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
+        count_stored(new, again, len(conflicts))
 
 
 class BoundedPayments(beam.PTransform):

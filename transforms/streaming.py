@@ -50,16 +50,25 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 from transforms import telemetry
-from transforms.accounts import DUPLICATE, NEW, AccountBook, IdBook, Pending, conflict_letter
+from transforms.accounts import (
+    DEDUP_SCOPES,
+    DUPLICATE,
+    NEW,
+    AccountBook,
+    IdBook,
+    Pending,
+    check_ids,
+    conflict_letter,
+    count_stored,
+)
 from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
 from transforms.velocity import VelocityRule
 
-__all__ = ["DEDUP_SCOPES", "StreamingOutputs", "StreamingPayments"]
+__all__ = ["StreamingOutputs", "StreamingPayments"]
 
-DEDUP_SCOPES = ("global", "account")
 ALERTS_TAG = "alerts"
 _US = 1_000_000
 
@@ -192,34 +201,6 @@ def _count_verdicts(new: int, duplicates: int, conflicts: int) -> None:
         telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
 
 
-def check_ids(
-    book: IdBook, rows: Iterable[EnrichedTransaction], horizon_us: int
-) -> Tuple[int, int, List[EnrichedTransaction], List[EnrichedTransaction]]:
-    """(stored, seen again, conflicts, rows to store) for rows checked in this order: an id
-    stored for another account is a conflict; for the same account (a replay after the
-    account's book was dropped) it is not stored again."""
-    kept: List[EnrichedTransaction] = []
-    conflicts: List[EnrichedTransaction] = []
-    again = 0
-    for row in rows:
-        txn = row.txn
-        verdict = book.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon_us)
-        if verdict is NEW:
-            kept.append(row)
-        elif verdict is DUPLICATE:
-            again += 1
-        else:
-            conflicts.append(row)
-    return len(kept), again, conflicts, kept
-
-
-def _count_stored(new: int, again: int, conflicts: int) -> None:
-    if again:
-        telemetry.count("duplicates_dropped", again)
-    if conflicts:
-        telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
-
-
 class _IdsFn(beam.DoFn):
     """Global dedup, on the rows: one ``IdBook`` per shard of transaction ids."""
 
@@ -247,7 +228,7 @@ class _IdsFn(beam.DoFn):
         yield from rows
         for row in conflicts:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
-        _count_stored(new, again, len(conflicts))
+        count_stored(new, again, len(conflicts))
 
     @on_timer(EXPIRY)
     def expire(
