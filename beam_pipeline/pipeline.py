@@ -1,14 +1,18 @@
 """The one paystream graph, and how it is run.
 
-    source -> ParseTransactions -> DeduplicateTransactions -> MaskPII
-           -> EnrichFeatures -> payment_transactions
-           -> VelocityFraud  -> fraud_velocity_alerts
-    parse and dedup dead letters ------------------> dead_letters
+    source -> parse and check -> mask -> per account: dedup, features, velocity
+           -> payment_transactions, fraud_velocity_alerts, dead_letters
 
-``build_graph`` wires the transforms and knows nothing of sources or sinks;
-``read_source`` and ``write_outputs`` are the two seams; ``run`` resolves
-options, picks the runner and prints the summary. Runner-specific details
-live here and in ``beam_pipeline.kafka``, nowhere else.
+The per-payment kernels live under ``transforms/``; ``build_graph`` drives them with
+one of two drivers: the batch driver for a bounded input in a batch run
+(``transforms/bounded.py``) and the streaming driver otherwise
+(``transforms/streaming.py``: one keyed step per shard of accounts, deciding each
+payment on arrival). The older per-step path (``DeduplicateTransactions``,
+``EnrichFeatures``, ``VelocityFraud``) remains for ``--redis_dedup``,
+``--velocity_impl=windows`` and streaming on other runners (README, "Streaming on
+Flink"). ``read_source`` and ``write_outputs`` are the two seams; ``run`` resolves
+options, picks the runner and prints the summary. Runner-specific details live here
+and in ``beam_pipeline.kafka``, nowhere else.
 """
 
 from __future__ import annotations
