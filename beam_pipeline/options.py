@@ -111,9 +111,9 @@ class PaystreamOptions(PipelineOptions):
             "--velocity_impl",
             choices=("auto", "windows", "state"),
             default="auto",
-            help="sliding windows through Beam's windowing (windows) or counted in per-account "
-            "state (state); auto: state on the DirectRunner and in streaming on Flink, windows "
-            "elsewhere",
+            help="state (auto): each payment decided by its account's book, in one keyed step "
+            "(README, Streaming on Flink); windows: Beam's SlidingWindows with triggers and the "
+            "per-step path, which waits for the watermark",
         )
         proc.add_argument(
             "--execution_mode",

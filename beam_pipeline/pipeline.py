@@ -8,9 +8,8 @@ one of two drivers: the batch driver for a bounded input in a batch run
 (``transforms/bounded.py``) and the streaming driver otherwise
 (``transforms/streaming.py``: one keyed step per shard of accounts, deciding each
 payment on arrival). The older per-step path (``DeduplicateTransactions``,
-``EnrichFeatures``, ``VelocityFraud``) remains for ``--redis_dedup``,
-``--velocity_impl=windows`` and streaming on other runners (README, "Streaming on
-Flink"). ``read_source`` and ``write_outputs`` are the two seams; ``run`` resolves
+``EnrichFeatures``, ``VelocityFraud``) remains for ``--redis_dedup`` and
+``--velocity_impl=windows`` (README, "Streaming on Flink"). ``read_source`` and ``write_outputs`` are the two seams; ``run`` resolves
 options, picks the runner and prints the summary. Runner-specific details live here
 and in ``beam_pipeline.kafka``, nowhere else.
 """
@@ -74,16 +73,12 @@ class GraphOutputs:
 
 
 def velocity_impl(options: PipelineOptions) -> str:
-    """``--velocity_impl``, with ``auto`` resolved for the runner."""
+    """``--velocity_impl``, with ``auto`` resolved: ``state`` (the account books) on every
+    runner. ``windows`` (Beam's windowing, the per-step path) only when asked for: no
+    runner needs it, and on streaming Flink the windowed count held its alerts back behind
+    a stuck watermark in every trial (docs/kafka-without-docker.md)."""
     chosen = options.view_as(PaystreamOptions).velocity_impl
-    if chosen != "auto":
-        return chosen
-    runner = (options.view_as(StandardOptions).runner or "DirectRunner").lower()
-    if runner in ("directrunner", "direct", "prismrunner") or flink_streaming(options):
-        # Streaming on Flink: the windowed count held its alerts back behind a stuck
-        # watermark in every trial (docs/kafka-without-docker.md); the state path did not.
-        return "state"
-    return "windows"
+    return "state" if chosen == "auto" else chosen
 
 
 def build_graph(
