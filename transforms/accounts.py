@@ -302,3 +302,13 @@ def count_stored(new: int, again: int, conflicts: int) -> None:
         telemetry.count("duplicates_dropped", again)
     if conflicts:
         telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
+
+
+def count_decided(new: int, duplicates: int, conflicts: int, alerts: int) -> None:
+    """The counters of payments decided by their books (both drivers, once per list or bundle)."""
+    if new:
+        telemetry.count("payments_unique", new)
+        telemetry.count("payments_enriched", new)
+    count_stored(0, duplicates, conflicts)
+    if alerts:
+        telemetry.count("fraud_alerts", alerts)

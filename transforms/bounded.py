@@ -41,6 +41,7 @@ from transforms.accounts import (
     Pending,
     check_ids,
     conflict_letter,
+    count_decided,
     count_stored,
     decide_in_order,
 )
@@ -139,14 +140,7 @@ class _DecideFn(beam.DoFn):
             yield from split_into_shards(rows, _row_id, self._id_shards).items()
         else:
             yield from rows
-        telemetry.count("payments_unique", new)
-        telemetry.count("payments_enriched", new)
-        if duplicates:
-            telemetry.count("duplicates_dropped", duplicates)
-        if conflicts:
-            telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
-        if alerts:
-            telemetry.count("fraud_alerts", alerts)
+        count_decided(new, duplicates, conflicts, alerts)
 
 
 class _CheckIdsFn(beam.DoFn):

@@ -59,6 +59,7 @@ from transforms.accounts import (
     Pending,
     check_ids,
     conflict_letter,
+    count_decided,
     count_stored,
 )
 from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
@@ -192,15 +193,6 @@ class _ParseAndMaskFn(beam.DoFn):
         yield from self._out.drain()
 
 
-def _count_verdicts(new: int, duplicates: int, conflicts: int) -> None:
-    if new:
-        telemetry.count("payments_unique", new)
-    if duplicates:
-        telemetry.count("duplicates_dropped", duplicates)
-    if conflicts:
-        telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
-
-
 class _IdsFn(beam.DoFn):
     """Global dedup, on the rows: one ``IdBook`` per shard of transaction ids."""
 
@@ -307,12 +299,7 @@ class _AccountsFn(beam.DoFn):
         books_state.write(books)
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
-        new, duplicates, conflicts, alerts = self._counts
-        _count_verdicts(new, duplicates, conflicts)
-        if new:
-            telemetry.count("payments_enriched", new)
-        if alerts:
-            telemetry.count("fraud_alerts", alerts)
+        count_decided(*self._counts)
         self._counts = [0, 0, 0, 0]
         yield from self._rows.drain()
 
