@@ -78,6 +78,13 @@ class PaystreamOptions(PipelineOptions):
             "resume a new run from the newest one (Kafka offsets and all state; no replay)",
         )
         kafka.add_argument(
+            "--flink_buffer_timeout_ms",
+            type=int,
+            default=10,
+            help="streaming on local Flink: how long a network buffer waits to fill before it is "
+            "sent between steps (Flink's execution.buffer-timeout; Flink's own default is 100)",
+        )
+        kafka.add_argument(
             "--kafka_expansion_service",
             default=None,
             help="address of a running Java expansion service for ReadFromKafka",
@@ -183,6 +190,13 @@ class PaystreamOptions(PipelineOptions):
             type=int,
             default=100_000,
             help="approximate length cap of the alerts stream (XADD MAXLEN ~, default 100000)",
+        )
+        rds.add_argument(
+            "--redis_batch_size",
+            type=int,
+            default=None,
+            help="alerts per Redis round trip (default: 1 when streaming, each alert written as it "
+            "is decided; 500 in batch runs)",
         )
         rds.add_argument(
             "--redis_dedup",

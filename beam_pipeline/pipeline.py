@@ -217,6 +217,50 @@ def kafka_replay_s(opts: PaystreamOptions) -> float:
     return float(opts.velocity_window_s + opts.allowed_lateness_s)
 
 
+class NoStreamingRunner(ValueError):
+    """``--streaming --source=kafka`` on the DirectRunner, and local Flink cannot be had."""
+
+
+def local_streaming_runner(argv: List[str]) -> Tuple[List[str], Optional[str]]:
+    """``argv`` with a runner that can stream Kafka, and a note saying so (None: unchanged).
+
+    Beam's streaming DirectRunner cannot run a cross-language read (ReadFromKafka is
+    Java): it fails with a stack trace. So a streaming Kafka run on the DirectRunner
+    (the default runner) goes to local Flink, embedded in this process with its job
+    server jar from the project's cache. When that jar cannot be had, the run stops
+    at once with a message naming the flags that work.
+    """
+    options = PipelineOptions(argv)
+    std = options.view_as(StandardOptions)
+    opts = options.view_as(PaystreamOptions)
+    if not (std.streaming and opts.source == "kafka"):
+        return argv, None
+    if (std.runner or "DirectRunner").lower() not in ("directrunner", "direct"):
+        return argv, None
+    try:
+        from beam_pipeline.local_kafka import fetch_beam
+
+        fetch_beam()
+    except Exception as err:  # noqa: BLE001 - any failure to get the jar ends the run the same way
+        raise NoStreamingRunner(
+            "--streaming --source=kafka cannot run on the DirectRunner (Beam's streaming "
+            "DirectRunner does not run the cross-language Kafka read), and local Flink is not "
+            f"available here ({type(err).__name__}: {err}). Use --runner=FlinkRunner with "
+            "--flink_master=HOST:PORT or --flink_job_server_jar=PATH, or read the topic in batch: "
+            "drop --streaming and add --kafka_until_end."
+        ) from None
+    kept = list(argv)
+    while "--runner" in kept:  # "--runner DirectRunner", as two words
+        at = kept.index("--runner")
+        del kept[at : at + 2]
+    kept = [a for a in kept if not a.startswith("--runner=")]
+    note = (
+        "runner: local Flink (embedded), for --streaming --source=kafka: Beam's streaming "
+        "DirectRunner cannot run the cross-language Kafka read"
+    )
+    return [*kept, "--runner=FlinkRunner"], note
+
+
 def flink_streaming(options: PipelineOptions) -> bool:
     std = options.view_as(StandardOptions)
     return bool(std.streaming) and (std.runner or "").lower() in ("flinkrunner", "flink")
@@ -235,7 +279,7 @@ FLINK_STREAMING_DEFAULTS = {
     "checkpointing_interval": "10000",
     "state_backend": "filesystem",
     "max_bundle_size": "20000",
-    "max_bundle_time_millis": "500",
+    "max_bundle_time_mills": "500",
     "max_cache_memory_usage_mb": "256",
 }
 
@@ -282,33 +326,44 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
     return [*argv, *extra], resumed
 
 
-def restore_on_local_flink(options: PipelineOptions, checkpoint: str, scratch_dir: str) -> None:
-    """Make the embedded local Flink restore ``checkpoint``.
+def local_flink_conf(options: PipelineOptions, scratch_dir: str, entries: Dict[str, str]) -> bool:
+    """Give the embedded local Flink these settings of its own (``flink-conf.yaml``).
 
-    Beam 2.62's Flink runner reads ``--savepoint_path`` only when it submits to a
-    remote cluster; for ``[local]`` it is ignored without a word and the job
-    starts with empty state. The local job server does read Flink's own
-    configuration (``FLINK_CONF_DIR``), so the restore path goes there, beside
-    whatever configuration the user already has. The job server is started
-    after this, by this process, and inherits the variable.
+    The local job server reads Flink's configuration from ``FLINK_CONF_DIR``, so the
+    entries go into a file there, beside whatever configuration the user already has
+    (their value of the same key is replaced). The job server is started after this, by
+    this process, and inherits the variable. A remote cluster keeps its own
+    configuration: nothing is written, and False is returned.
     """
     from apache_beam.options.pipeline_options import FlinkRunnerOptions
 
     if options.view_as(FlinkRunnerOptions).flink_master not in (None, "[auto]", "[local]"):
-        return  # a remote cluster takes --savepoint_path itself
+        return False
     conf_dir = os.path.join(scratch_dir, "flink-conf")
     os.makedirs(conf_dir, exist_ok=True)
     lines: List[str] = []
     user_dir = os.environ.get("FLINK_CONF_DIR")
     user_conf = os.path.join(user_dir, "flink-conf.yaml") if user_dir else None
-    if user_conf and os.path.exists(user_conf):
+    if user_conf and os.path.exists(user_conf) and os.path.abspath(user_dir or "") != os.path.abspath(conf_dir):
         with open(user_conf, encoding="utf-8") as handle:
-            lines = [line.rstrip("\n") for line in handle if not line.startswith("execution.savepoint.path")]
-    uri = checkpoint if "://" in checkpoint else f"file://{os.path.abspath(checkpoint)}"
-    lines.append(f"execution.savepoint.path: {uri}")
+            lines = [line.rstrip("\n") for line in handle if line.split(":", 1)[0].strip() not in entries]
+    lines += [f"{key}: {value}" for key, value in entries.items()]
     with open(os.path.join(conf_dir, "flink-conf.yaml"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     os.environ["FLINK_CONF_DIR"] = conf_dir
+    return True
+
+
+def restore_on_local_flink(options: PipelineOptions, checkpoint: str, scratch_dir: str) -> None:
+    """Make the embedded local Flink restore ``checkpoint``.
+
+    Beam 2.62's Flink runner reads ``--savepoint_path`` only when it submits to a
+    remote cluster; for ``[local]`` it is ignored without a word and the job
+    starts with empty state. So the restore path goes into the local Flink's own
+    configuration (``local_flink_conf``).
+    """
+    uri = checkpoint if "://" in checkpoint else f"file://{os.path.abspath(checkpoint)}"
+    local_flink_conf(options, scratch_dir, {"execution.savepoint.path": uri})
 
 
 def runner_defaults(options: PipelineOptions) -> None:
@@ -429,13 +484,18 @@ def write_redis(outputs: GraphOutputs, opts: PaystreamOptions) -> None:
     """The Redis seam, beside ``write_outputs``: alerts to Redis when ``--redis_url`` is set."""
     if not opts.redis_url:
         return
-    from transforms.sinks.redis_alerts import WriteAlertsToRedis
+    from transforms.sinks.redis_alerts import DEFAULT_BATCH_SIZE, WriteAlertsToRedis
 
+    batch_size = opts.redis_batch_size
+    if batch_size is None:  # streaming: an alert goes out when decided, not at the bundle's end
+        streaming = bool(opts.view_as(StandardOptions).streaming)
+        batch_size = 1 if streaming else DEFAULT_BATCH_SIZE
     outputs.alerts | "Write redis_alerts" >> WriteAlertsToRedis(
         redis_target(opts),
         key_prefix=opts.redis_key_prefix,
         alert_ttl_s=opts.redis_alert_ttl_s,
         stream_maxlen=opts.redis_stream_maxlen,
+        batch_size=batch_size,
     )
 
 
@@ -552,16 +612,23 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     from transforms.progress import Ticker
 
     args = list(sys.argv[1:] if argv is None else argv)
+    args, runner_note = local_streaming_runner(args)
+    if runner_note:
+        print(runner_note, file=sys.stderr, flush=True)
     checkpoints: Optional[tempfile.TemporaryDirectory[str]] = None
     resumed_from: Optional[str] = None
     if flink_streaming(PipelineOptions(args)):
         checkpoints = tempfile.TemporaryDirectory(prefix="paystream-checkpoints-")  # gone after the run
         args, resumed_from = flink_streaming_args(args, checkpoints.name)
     options = PipelineOptions(args)
-    if checkpoints is not None and resumed_from:
-        restore_on_local_flink(options, resumed_from, checkpoints.name)
-        _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
     opts = options.view_as(PaystreamOptions)
+    if checkpoints is not None:
+        entries = {"execution.buffer-timeout": f"{max(0, opts.flink_buffer_timeout_ms)} ms"}
+        if resumed_from:
+            uri = resumed_from if "://" in resumed_from else f"file://{os.path.abspath(resumed_from)}"
+            entries["execution.savepoint.path"] = uri
+            _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
+        local_flink_conf(options, checkpoints.name, entries)
     options.view_as(SetupOptions).save_main_session = False
     from apache_beam.options.pipeline_options import PortableOptions
 
@@ -659,6 +726,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     summary = None
     if opts.summary or opts.summary_json:
         summary = build_summary(result, opts, truth, elapsed)
+        summary["runner"] = runner_note or (options.view_as(StandardOptions).runner or "DirectRunner")
         if opts.summary:
             print_summary(summary)
         if opts.summary_json:

@@ -133,6 +133,8 @@ def build_summary(
 def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
     w = out.write
     w("\n=== paystream run summary ===\n")
+    if s.get("runner"):
+        w(f"runner              {s['runner']}\n")
     w(
         f"source              {s['source']}  ({s['elapsed_s']} s"
         + (f", {s['payments_per_s']:,.0f} payments/s" if "payments_per_s" in s else "")

@@ -1,7 +1,15 @@
-"""Streaming throughput on one pre-filled Kafka topic: paystream beside a plain loop, the
-runner's floor and Quix Streams.
+"""Streaming on local Flink: throughput on one pre-filled Kafka topic (paystream beside a
+plain loop, the runner's floor and Quix Streams), and live alert latency and memory.
 
-    python -m bench.streaming [--events 50000] [--only a,b,c,d] [--repeat 1]
+    python -m bench.streaming [--events 50000] [--only a,b,c,d]       # throughput
+    python -m bench.streaming --live [--live-phases 1000:120,5000:120]  # live latency
+    python -m bench.streaming --memory [--memory-run 2000:600]         # RSS per minute
+    python -m bench.streaming --settings                               # latency vs settings
+
+The live parts run the live simulator against ``python -m beam_pipeline`` streaming on
+local Flink (``bench/live.py`` says what is measured and how); each prints the figures
+beside a reference measured in the same process: the time for an entry written with
+``XADD`` to be read by the same ``XREAD`` reader (the floor of the measurement).
 
 One local Kafka broker (``beam_pipeline.local_kafka``), one topic of 2 partitions filled
 once by the simulator (``simulator.producer``: keyed by account, with its duplicates,
@@ -433,7 +441,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. b,c")
     parser.add_argument("--paystream-args", default="", help="extra flags for (c), space-separated")
+    parser.add_argument("--live", action="store_true", help="the live part: alert latency per phase")
+    parser.add_argument("--live-phases", default="1000:120,5000:120", help="RATE:SECONDS,... (default %(default)s)")
+    parser.add_argument("--memory", action="store_true", help="the memory part: RSS per minute")
+    parser.add_argument("--memory-run", default="2000:600", help="RATE:SECONDS (default %(default)s)")
+    parser.add_argument(
+        "--settings", action="store_true", help="latency and payments/s at 1,000/s for each setting in SETTINGS"
+    )
     args = parser.parse_args(argv)
+    if args.live or args.memory or args.settings:
+        _live_parts(args)
+        return
     only = set(args.only.split(","))
     runner_args = ["--runner=FlinkRunner", "--parallelism=2", "--streaming"]
     results: List[Dict[str, Any]] = []
@@ -489,6 +507,70 @@ def main(argv: Optional[List[str]] = None) -> None:
     with open(RESULTS, "w", encoding="utf-8") as handle:
         json.dump({"events": args.events, "results": results}, handle, indent=2)
     shutil.rmtree(work, ignore_errors=True)
+
+
+# Each row: a name and the flags it gives (the rest are the defaults, FLINK_STREAMING_DEFAULTS).
+SETTINGS = [
+    (
+        "bundles 1 s, buffers 100 ms, Redis per bundle",
+        ["--max_bundle_time_mills=1000", "--flink_buffer_timeout_ms=100", "--redis_batch_size=500"],
+    ),
+    ("bundles 500 ms, buffers 10 ms, Redis per alert", []),
+    ("bundles 100 ms, 8 shards", ["--max_bundle_time_mills=100", "--stream_shards=8"]),
+    ("bundles 50 ms, 8 shards", ["--max_bundle_time_mills=50", "--stream_shards=8"]),
+]
+
+
+def _settings(extra: List[str], events: int, seed: int) -> List[Dict[str, Any]]:
+    """Each setting: live alert latency at 1,000/s, and payments/s on a pre-filled topic."""
+    from bench.live import Phase, bench_live
+
+    rows = []
+    work = tempfile.mkdtemp(prefix="paystream-settings-")
+    for name, flags in SETTINGS:
+        print(f"\n--- {name}: live at 1,000/s", flush=True)
+        live = bench_live([Phase(1000, 60)], [*flags, *extra])
+        print(f"--- {name}: throughput on {events:,} pre-filled payments", flush=True)
+        with KafkaBroker() as broker, RedisServer() as redis_url:
+            truth = fill_topic(broker, "payments", events, seed)
+            thr = variant_paystream(
+                broker, "payments", events, truth, work, ["--runner=FlinkRunner", "--parallelism=2", "--streaming"],
+                redis_url, [*flags, *extra],
+            )
+        rows.append({"setting": name, "flags": flags, "live": live, "payments_per_s": thr["payments_per_s"]})
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _live_parts(args: argparse.Namespace) -> None:
+    from bench.live import RESULTS as LIVE_RESULTS
+    from bench.live import Phase, bench_live, bench_memory
+
+    extra = args.paystream_args.split()
+    out: Dict[str, Any] = {}
+    if os.path.exists(LIVE_RESULTS):
+        with open(LIVE_RESULTS, encoding="utf-8") as handle:
+            out = json.load(handle)
+    if args.live:
+        phases = [Phase(float(r), float(s)) for r, s in (p.split(":") for p in args.live_phases.split(","))]
+        out["live"] = bench_live(phases, extra)
+    if args.memory:
+        rate, seconds = (float(v) for v in args.memory_run.split(":"))
+        out["memory"] = bench_memory(rate, seconds, extra)
+    if args.settings:
+        rows = _settings(extra, args.events, args.seed)
+        print("\nby setting: live alert latency at 1,000 payments/s (60 s), and payments/s on a pre-filled topic")
+        print(f"{'setting':<48} {'p50 ms':>7} {'p99 ms':>7} {'lag max':>8} {'exact':>6} {'payments/s':>11}")
+        for row in rows:
+            p = row["live"]["phases"][0]
+            print(
+                f"{row['setting']:<48} {p['p50_ms'] or 0:>7,.0f} {p['p99_ms'] or 0:>7,.0f} {p['lag_max'] or 0:>8,.0f} "
+                f"{'yes' if row['live']['exact']['ok'] else 'NO':>6} {row['payments_per_s']:>11,.0f}"
+            )
+        out["settings"] = rows
+    os.makedirs(os.path.dirname(LIVE_RESULTS), exist_ok=True)
+    with open(LIVE_RESULTS, "w", encoding="utf-8") as handle:
+        json.dump(out, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """``python -m simulator --rate 1000 --duration 300 --bootstrap-servers HOST:PORT --topic payments``
 
-Produces simulator payments to Kafka, serving a REST API while it runs:
+Produces live simulator payments to Kafka, serving a REST API while it runs:
 ``POST /config/rate {"messages_per_second": N}`` and ``GET /stats`` (and
 ``GET /metrics`` for Prometheus). Prints a progress line per second and the
 achieved rate at the end.
+
+Each payment is made as it is sent and its event time is the time it is sent
+(``simulator.live``); the injections (bursts, late, out of order, duplicates,
+malformed) are placed relative to now, and ``--truth`` records each payment's send
+and acknowledgement time. ``--backfill`` sends generated blocks instead, minutes of
+event time in seconds (``simulator.generator``), to fill a topic fast.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from simulator.api import ControlServer
 from simulator.generator import GeneratorConfig
+from simulator.live import LiveConfig
 
 __all__ = ["main"]
 
@@ -30,10 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-events", type=int, default=None, help="stop after this many messages")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--accounts", type=int, default=500, help="accounts per generated block (at least)")
+    p.add_argument(
+        "--accounts", type=int, default=500, help="--backfill: accounts per generated block (at least)"
+    )
     p.add_argument("--api-host", default="127.0.0.1")
     p.add_argument("--api-port", type=int, default=8088, help="REST API port (0: a free one)")
     p.add_argument("--truth", default=None, help="write the ground truth of what was sent to this JSON file")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="send generated blocks (minutes of event time in seconds) instead of live payments",
+    )
     return p
 
 
@@ -66,18 +80,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.duration is None and args.num_events is None:
         print("give --duration, --num-events, or both", file=sys.stderr)
         return 2
-    from simulator.producer import PaymentProducer
+    from simulator.producer import LiveProducer, PaymentProducer
 
-    # No oversized payload: the broker itself refuses messages over its limit (1 MiB).
-    gen = GeneratorConfig(seed=args.seed, accounts=args.accounts, include_oversized=False)
-    producer = PaymentProducer(
-        args.bootstrap_servers,
-        args.topic,
-        args.rate,
-        gen,
-        num_events=args.num_events,
-        duration_s=args.duration,
-    )
+    producer: PaymentProducer
+    if args.backfill:
+        # No oversized payload: the broker itself refuses messages over its limit (1 MiB).
+        gen = GeneratorConfig(seed=args.seed, accounts=args.accounts, include_oversized=False)
+        producer = PaymentProducer(
+            args.bootstrap_servers, args.topic, args.rate, gen, num_events=args.num_events, duration_s=args.duration
+        )
+    else:
+        producer = LiveProducer(
+            args.bootstrap_servers,
+            args.topic,
+            args.rate,
+            LiveConfig(seed=args.seed),
+            num_events=args.num_events,
+            duration_s=args.duration,
+        )
     server = ControlServer(
         stats=lambda: producer.stats.snapshot(producer.pacer.rate),
         set_rate=producer.pacer.set_rate,
@@ -108,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         flush=True,
     )
     if args.truth and producer.truth is not None:
-        if args.num_events is None or report["produced"] != args.num_events:
+        if args.backfill and (args.num_events is None or report["produced"] != args.num_events):
             print(
                 "simulator: the run stopped inside a generated block; the ground truth "
                 "describes the whole block",

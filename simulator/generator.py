@@ -29,7 +29,7 @@ import math
 import random
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from itertools import accumulate, pairwise
@@ -281,13 +281,18 @@ class SimRecord:
 
 @dataclass(frozen=True)
 class Burst:
-    """One injected velocity burst; ``transaction_ids`` in event-time order."""
+    """One injected velocity burst; ``transaction_ids`` in event-time order.
+
+    ``crossing_transaction_id``: the payment whose arrival makes the burst reach the
+    threshold (its third in sending order), when the sender knows it (the live simulator).
+    """
 
     burst_id: str
     account_id: str
     first_time_us: int
     last_time_us: int
     transaction_ids: tuple[str, ...]
+    crossing_transaction_id: str | None = None
 
 
 @dataclass
@@ -297,6 +302,8 @@ class GroundTruth:
     ``malformed`` maps dead-letter reason -> count. ``late`` counts valid
     records (not their duplicates) labelled late. ``pii`` maps each of
     ``PII_FIELDS`` to every raw value emitted anywhere, malformed records included.
+    ``sends`` maps a valid payment's id to when it was sent and when Kafka acknowledged
+    it (microseconds since the epoch; 0 while unacknowledged), for a live run.
     """
 
     valid_transaction_ids: set[str]
@@ -305,6 +312,7 @@ class GroundTruth:
     bursts: list[Burst]
     late: int
     pii: dict[str, set[str]]
+    sends: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (sets become sorted lists)."""
@@ -319,11 +327,17 @@ class GroundTruth:
                     "first_time_us": b.first_time_us,
                     "last_time_us": b.last_time_us,
                     "transaction_ids": list(b.transaction_ids),
+                    **(
+                        {"crossing_transaction_id": b.crossing_transaction_id}
+                        if b.crossing_transaction_id is not None
+                        else {}
+                    ),
                 }
                 for b in self.bursts
             ],
             "late": self.late,
             "pii": {k: sorted(v) for k, v in sorted(self.pii.items())},
+            **({"sends": {k: list(v) for k, v in self.sends.items()}} if self.sends else {}),
         }
 
     @classmethod
@@ -340,11 +354,13 @@ class GroundTruth:
                     first_time_us=int(b["first_time_us"]),
                     last_time_us=int(b["last_time_us"]),
                     transaction_ids=tuple(b["transaction_ids"]),
+                    crossing_transaction_id=b.get("crossing_transaction_id"),
                 )
                 for b in data["bursts"]
             ],
             late=int(data["late"]),
             pii={k: set(v) for k, v in data["pii"].items()},
+            sends={k: (int(v[0]), int(v[1])) for k, v in data.get("sends", {}).items()},
         )
 
 
@@ -455,35 +471,37 @@ def _new_email(rng: random.Random, first: str, last: str) -> str:
     return f"{first}.{last}{rng.randint(1, 9999)}@{rng.choice(_EMAIL_DOMAINS)}"
 
 
+def _make_account(
+    rng: random.Random, account_id: str, cards: set[str], emails: set[str], phones: set[str]
+) -> _Account:
+    """One account with a card not in ``cards`` (and, while the ranges last, a new e-mail and phone)."""
+    home = _pick_country(rng)
+    card, cvv = _new_card(rng)
+    while card in cards:
+        card, cvv = _new_card(rng)
+    cards.add(card)
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    if rng.random() < _SAME_CARD_COUNTRY_RATE:
+        card_country = home.code
+    else:
+        card_country = rng.choice([c for c in _COUNTRY_CODES if c != home.code])
+    return _Account(
+        account_id=account_id,
+        card_number=card,
+        cvv=cvv,
+        email=_unique(partial(_new_email, rng, first, last), emails),
+        phone=_unique(partial(_new_phone, rng, home), phones),
+        home_country=home.code,
+        card_country=card_country,
+    )
+
+
 def _make_accounts(rng: random.Random, count: int) -> list[_Account]:
     """Accounts with distinct cards and (while the ranges last) distinct e-mails and phones."""
     cards: set[str] = set()
     emails: set[str] = set()
     phones: set[str] = set()
-    accounts = []
-    for i in range(count):
-        home = _pick_country(rng)
-        card, cvv = _new_card(rng)
-        while card in cards:
-            card, cvv = _new_card(rng)
-        cards.add(card)
-        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-        if rng.random() < _SAME_CARD_COUNTRY_RATE:
-            card_country = home.code
-        else:
-            card_country = rng.choice([c for c in _COUNTRY_CODES if c != home.code])
-        accounts.append(
-            _Account(
-                account_id=f"acct-{i + 1:06d}",
-                card_number=card,
-                cvv=cvv,
-                email=_unique(partial(_new_email, rng, first, last), emails),
-                phone=_unique(partial(_new_phone, rng, home), phones),
-                home_country=home.code,
-                card_country=card_country,
-            )
-        )
-    return accounts
+    return [_make_account(rng, f"acct-{i + 1:06d}", cards, emails, phones) for i in range(count)]
 
 
 def _make_merchants(rng: random.Random, count: int) -> list[_Merchant]:

@@ -7,9 +7,16 @@ consumer using create-time watermarks sees event time. Payments come from
 ``simulator.generator`` with all its labelled injections; the ground truth
 of what was sent is kept for scoring.
 
-The simulated clock: payments are generated in blocks (in a worker process,
-one block ahead) on one monotone event-time timeline planned to end at about
-the wall clock, and sent at the requested rate. See ``PaymentProducer._records``.
+Two clocks:
+
+* ``LiveProducer`` (what ``python -m simulator`` runs): each payment is made when it
+  is sent and says it happened then (``simulator.live``), so a reader that keeps up
+  sees live event time, and the ground truth has each payment's send and
+  acknowledgement time.
+* ``PaymentProducer``, the backfill: payments are generated in blocks (in a worker
+  process, one block ahead) on one monotone event-time timeline planned to end at
+  about the wall clock, and sent at the requested rate, minutes of event time in
+  seconds. See ``PaymentProducer._records``.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from simulator.generator import GeneratorConfig, GroundTruth, generate
+from simulator.live import LiveConfig, LiveStream
 from simulator.pacing import Pacer
 
-__all__ = ["ProducerStats", "PaymentProducer", "producer_config", "plan_blocks"]
+__all__ = ["LiveProducer", "ProducerStats", "PaymentProducer", "producer_config", "plan_blocks"]
 
 BLOCK_EVENTS = 20_000
 BLOCK_GAP = timedelta(seconds=180)  # > the generator's 150 s isolation around bursts
@@ -147,6 +155,18 @@ class PaymentProducer:
         duration_s: Optional[float] = None,
         kafka_config: Optional[Dict[str, Any]] = None,
     ) -> None:
+        self._setup(bootstrap_servers, topic, rate, num_events, duration_s, kafka_config)
+        self._generator = generator
+
+    def _setup(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        rate: float,
+        num_events: Optional[int],
+        duration_s: Optional[float],
+        kafka_config: Optional[Dict[str, Any]],
+    ) -> None:
         if num_events is None and duration_s is None:
             raise ValueError("give num_events, duration_s, or both")
         if num_events is not None and num_events <= 0:
@@ -156,14 +176,18 @@ class PaymentProducer:
         self.topic = topic
         self.pacer = Pacer(rate)
         self.stats = ProducerStats()
-        self.truth: Optional[GroundTruth] = None
-        self._generator = generator
+        self._truth: Optional[GroundTruth] = None
         self._num_events = num_events
         self._duration_s = duration_s
         self._stop = threading.Event()
         from confluent_kafka import Producer  # the [kafka] extra
 
         self._producer = Producer(producer_config(bootstrap_servers, kafka_config))
+
+    @property
+    def truth(self) -> Optional[GroundTruth]:
+        """What was sent (for the block generator: every block generated so far, whole)."""
+        return self._truth
 
     def stop(self) -> None:
         self._stop.set()
@@ -217,7 +241,7 @@ class PaymentProducer:
             block = 0
             while future is not None and not self._stop.is_set():
                 outgoing, truth, _, last_us = future.result()
-                self.truth = _merge_truth(self.truth, truth, block)
+                self._truth = _merge_truth(self._truth, truth, block)
                 block += 1
                 config = next_config()
                 future = None
@@ -294,10 +318,13 @@ class PaymentProducer:
         return report
 
     def _send(self, rec: Outgoing) -> None:
+        self._produce(rec, self._on_delivery)
+
+    def _produce(self, rec: Outgoing, on_delivery: Callable[[Any, Any], None]) -> None:
         payload, key, ts_ms = rec
         while True:
             try:
-                kwargs: Dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
+                kwargs: Dict[str, Any] = {"key": key, "on_delivery": on_delivery}
                 if ts_ms is not None and ts_ms > 0:
                     kwargs["timestamp"] = ts_ms
                 self._producer.produce(self.topic, payload, **kwargs)
@@ -306,3 +333,66 @@ class PaymentProducer:
                 return
             except BufferError:  # the client's queue is full: let it drain
                 self._producer.poll(0.05)
+
+
+class LiveProducer(PaymentProducer):
+    """Sends live payments (``simulator.live``): each is made when it is sent, with its
+    event time and record timestamp set to that moment (its injections relative to it).
+
+    ``truth`` is what has been sent so far, with each valid payment's send and Kafka
+    acknowledgement time (the send time plus the client's measured delivery latency,
+    so it does not depend on when the delivery report is polled).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        rate: float,
+        live: Optional[LiveConfig] = None,
+        num_events: Optional[int] = None,
+        duration_s: Optional[float] = None,
+        kafka_config: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        # a short linger: a live payment should not wait 20 ms for company
+        config = {"linger.ms": 2, **(kafka_config or {})}
+        self._setup(bootstrap_servers, topic, rate, num_events, duration_s, config)
+        self.stream = LiveStream(live)
+
+    @property
+    def truth(self) -> GroundTruth:
+        return self.stream.truth()
+
+    def prepare(self) -> None:
+        self._iter = self._records()
+        self._first = None  # nothing is made ahead of its sending
+
+    def _records(self) -> Iterator[Any]:
+        """(value, key, timestamp, id of a valid payment or None), each made when drawn:
+        ``run()`` draws a tick's records just before it sends them."""
+        stream = self.stream
+        remaining = self._num_events
+        while remaining is None or remaining > 0:
+            now = time.time()
+            rec = stream.take(int(now * 1_000_000))
+            key = rec.account_id.encode() if rec.account_id else None
+            ts_ms = _record_timestamp_ms(rec.event_time_us, int(now * 1000))
+            yield rec.payload, key, ts_ms, rec.transaction_id if rec.kind != "malformed" else None
+            if remaining is not None:
+                remaining -= 1
+
+    def _send(self, rec: Any) -> None:
+        payload, key, ts_ms, txn_id = rec
+        if txn_id is None:
+            self._produce((payload, key, ts_ms), self._on_delivery)
+            return
+        sent_us = int(time.time() * 1_000_000)
+        self.stream.sent(txn_id, sent_us)
+
+        def delivered(err: Any, msg: Any) -> None:
+            self._on_delivery(err, msg)
+            latency = msg.latency() if err is None else None
+            if latency is not None:
+                self.stream.acked(txn_id, sent_us + int(latency * 1_000_000))
+
+        self._produce((payload, key, ts_ms), delivered)

@@ -14,8 +14,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.pipeline import (
     FLINK_STREAMING_DEFAULTS,
+    NoStreamingRunner,
     flink_streaming_args,
     latest_checkpoint,
+    local_flink_conf,
+    local_streaming_runner,
     restore_on_local_flink,
 )
 
@@ -104,3 +107,47 @@ def test_a_given_savepoint_path_is_the_one_resumed(tmp_path: Path) -> None:
     for given in (["--savepoint_path=file:///sp/1"], ["--savepoint_path", "file:///sp/1"]):
         _, resumed = flink_streaming_args([*FLINK, *given], str(tmp_path))
         assert resumed == "file:///sp/1"
+
+
+def test_local_flink_conf_replaces_the_users_value_of_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_conf = tmp_path / "user-conf"
+    user_conf.mkdir()
+    (user_conf / "flink-conf.yaml").write_text("execution.buffer-timeout: 100 ms\nparallelism.default: 3\n")
+    monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
+    assert local_flink_conf(PipelineOptions(FLINK), str(tmp_path / "scratch"), {"execution.buffer-timeout": "10 ms"})
+    lines = Path(os.environ["FLINK_CONF_DIR"], "flink-conf.yaml").read_text().splitlines()
+    assert lines == ["parallelism.default: 3", "execution.buffer-timeout: 10 ms"]
+
+
+def test_the_bundle_time_default_uses_the_name_the_flink_runner_reads() -> None:
+    """The Java option is maxBundleTimeMills: a Python flag spelled ..._millis reaches the job
+    as maxBundleTimeMillis, which no Flink option reads (the runner keeps its 1 s default)."""
+    assert "max_bundle_time_mills" in FLINK_STREAMING_DEFAULTS
+    assert not any(name.endswith("_millis") for name in FLINK_STREAMING_DEFAULTS)
+
+
+def test_streaming_kafka_on_the_direct_runner_goes_to_local_flink(monkeypatch: pytest.MonkeyPatch) -> None:
+    import beam_pipeline.local_kafka as local_kafka
+
+    monkeypatch.setattr(local_kafka, "fetch_beam", lambda: {})
+    for runner in ([], ["--runner=DirectRunner"], ["--runner", "DirectRunner"]):
+        args, note = local_streaming_runner([*runner, "--streaming", "--source=kafka"])
+        assert _flags(args)["runner"] == "FlinkRunner" and "DirectRunner" not in args
+        assert note is not None and "local Flink" in note
+    for argv in (["--streaming"], ["--source=kafka"], ["--runner=FlinkRunner", "--streaming", "--source=kafka"]):
+        assert local_streaming_runner(argv) == (argv, None)
+
+
+def test_streaming_kafka_without_local_flink_stops_with_the_flags_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import beam_pipeline.local_kafka as local_kafka
+
+    def unavailable() -> None:
+        raise RuntimeError("mvn dependency:copy failed")
+
+    monkeypatch.setattr(local_kafka, "fetch_beam", unavailable)
+    with pytest.raises(NoStreamingRunner) as err:
+        local_streaming_runner(["--streaming", "--source=kafka"])
+    message = str(err.value)
+    assert "--runner=FlinkRunner" in message and "--kafka_until_end" in message and "mvn" in message
