@@ -16,6 +16,11 @@ SOURCES = ("simulator", "file", "kafka")
 DEFAULT_WAREHOUSE = "duckdb:paystream-out/paystream.duckdb"
 
 
+# Keys of the streaming account step: few keys, few state writes per bundle (README, "Live
+# latency"); a deployment that scales out gives at least its largest parallelism.
+STREAM_SHARDS = 8
+
+
 class PaystreamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # type: ignore[no-untyped-def]
@@ -139,9 +144,9 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument(
             "--stream_shards",
             type=int,
-            default=DEFAULT_SHARDS,
-            help="streaming: keys of the account step, each a stable shard of accounts whose "
-            "books are one state value (0: a key per account)",
+            default=STREAM_SHARDS,
+            help="streaming: keys of the account step, each a stable shard of accounts kept "
+            "as one ledger (default 8; at least the parallelism it should use; 0: a key per account)",
         )
         proc.add_argument(
             "--dedup_scope",

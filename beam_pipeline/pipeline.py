@@ -268,18 +268,17 @@ def flink_streaming(options: PipelineOptions) -> bool:
 
 # What a streaming run on Flink needs, each kept when the user gives it: checkpoints (Kafka
 # offsets are committed when one completes) and state kept in files (the account books
-# outgrow Flink's 5 MB in-memory checkpoint limit within minutes). Bundles and the state
-# cache are tuned with bench/streaming.py on 50,000 payments (README, "Streaming on Flink",
-# each step measured): bundles of up to 20,000 payments or 500 ms (a bundle's payments
-# travel between steps as one list per key, so larger bundles cost less per payment, and
-# the time bound limits how long the last ones wait: 2 s gave 4,537-4,897/s, 500 ms
-# 5,878-6,477/s), and a 256 MB Python state cache, so each key's books are read once per
-# worker, not once per bundle.
+# outgrow Flink's 5 MB in-memory checkpoint limit within minutes). Bundles close after
+# 20,000 payments or 50 ms (the runner's option is maxBundleTimeMills): measured with
+# `python -m bench.streaming --settings` (README, "Live latency"), 50 ms gave alerts in
+# Redis 307 ms after their payment at p50 (708 ms p99) at 1,000 live payments/s, where 500
+# ms gave 1,575 ms (2,888 ms), and 5,614 payments/s on a pre-filled topic against 4,566.
+# A 256 MB Python state cache keeps each key's ledger token read once per worker.
 FLINK_STREAMING_DEFAULTS = {
     "checkpointing_interval": "10000",
     "state_backend": "filesystem",
     "max_bundle_size": "20000",
-    "max_bundle_time_mills": "500",
+    "max_bundle_time_mills": "50",
     "max_cache_memory_usage_mb": "256",
 }
 

@@ -315,11 +315,14 @@ def run_live(
             while time.monotonic() < end:
                 time.sleep(1)
                 s = sample()
-                say(
-                    f"\r  {phase.rate:,.0f}/s: {s['t'] - samples[first]['t']:5.0f}/{phase.seconds:.0f} s | "
-                    f"acked {s['acked']:>9,.0f} | read {s['read']:>9,.0f} | lag {s['lag']:>7,.0f} | "
-                    f"alerts {len(reader.entries):>5} | RSS {s['rss_mb']:,.0f} MB"
-                ) if verbose else None
+                if verbose:  # one progress line, rewritten each second
+                    print(
+                        f"\r  {phase.rate:,.0f}/s: {s['t'] - samples[first]['t']:5.0f}/{phase.seconds:.0f} s | "
+                        f"acked {s['acked']:>9,.0f} | read {s['read']:>9,.0f} | lag {s['lag']:>7,.0f} | "
+                        f"alerts {len(reader.entries):>5} | RSS {s['rss_mb']:,.0f} MB",
+                        end="",
+                        flush=True,
+                    )
             phase_out.append(
                 {"rate": phase.rate, "seconds": phase.seconds, "from": start_wall, "to": time.time(), "first": first}
             )
@@ -363,8 +366,7 @@ def run_live(
                 latencies.append(arrived[b.account_id] - acked_us / 1e6)
             else:
                 missing += 1
-        rows = samples[p.pop("first") : samples.index(samples[-1]) + 1]
-        rows = [r for r in rows if p["from"] <= r["wall"] <= p["to"]]
+        rows = [r for r in samples[p.pop("first") :] if p["from"] <= r["wall"] <= p["to"]]
         lag = [(r["t"], r["lag"]) for r in rows]
         half = lag[len(lag) // 2 :]
         p.update(
