@@ -343,7 +343,11 @@ def local_flink_conf(options: PipelineOptions, scratch_dir: str, entries: Dict[s
     lines: List[str] = []
     user_dir = os.environ.get("FLINK_CONF_DIR")
     user_conf = os.path.join(user_dir, "flink-conf.yaml") if user_dir else None
-    if user_conf and os.path.exists(user_conf) and os.path.abspath(user_dir or "") != os.path.abspath(conf_dir):
+    if (
+        user_conf
+        and os.path.exists(user_conf)
+        and os.path.abspath(user_dir or "") != os.path.abspath(conf_dir)
+    ):
         with open(user_conf, encoding="utf-8") as handle:
             lines = [line.rstrip("\n") for line in handle if line.split(":", 1)[0].strip() not in entries]
     lines += [f"{key}: {value}" for key, value in entries.items()]

@@ -26,7 +26,6 @@ Used by ``bench/streaming.py --live`` / ``--memory`` and by ``tests/test_live.py
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import psutil
-
 from beam_pipeline.local_kafka import KafkaBroker, free_port
-from bench.streaming import counters
+from bench.streaming import TreeRss, _stop_tree, counters
 from simulator.generator import GroundTruth
 from simulator.live import LiveConfig
 from simulator.producer import LiveProducer
@@ -97,38 +94,6 @@ class AlertReader:
         self._client.close()
 
 
-class TreeSampler:
-    """RSS of a process and its descendants, sampled in a thread: (seconds since start, bytes)."""
-
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        self.samples: List[Tuple[float, int]] = []
-        self._root = psutil.Process(pid)
-        self._every = every_s
-        self._t0 = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:
-                return
-            total = 0
-            for proc in procs:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.samples.append((time.monotonic() - self._t0, total))
-            self._stop.wait(self._every)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 @dataclass
 class LiveResult:
     phases: List[Dict[str, Any]]
@@ -165,27 +130,6 @@ def _pipeline_cmd(
     ]
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(children, timeout=30)
-    return proc.returncode
-
-
 def _check(warehouse: str, truth: GroundTruth, alerts: List[Tuple[float, Dict[str, str]]]) -> Dict[str, Any]:
     """The warehouse and the Redis stream against the ground truth."""
     import duckdb
@@ -194,7 +138,9 @@ def _check(warehouse: str, truth: GroundTruth, alerts: List[Tuple[float, Dict[st
     try:
         ids = [r[0] for r in conn.execute("SELECT transaction_id FROM payment_transactions").fetchall()]
         reasons = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
-        stored_alerts = [r[0] for r in conn.execute("SELECT account_id FROM fraud_velocity_alerts").fetchall()]
+        stored_alerts = [
+            r[0] for r in conn.execute("SELECT account_id FROM fraud_velocity_alerts").fetchall()
+        ]
     finally:
         conn.close()
     valid = truth.valid_transaction_ids
@@ -261,7 +207,7 @@ def run_live(
     reader = AlertReader(redis_url, "paystream:alerts:stream")
     log = open(log_path, "w", encoding="utf-8")
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    rss = TreeSampler(proc.pid)
+    rss = TreeRss(proc.pid, every_s=0.5)
     producer = LiveProducer(
         broker.bootstrap_servers, topic, warmup_rate, live or LiveConfig(seed=seed), duration_s=86_400.0
     )
@@ -324,7 +270,13 @@ def run_live(
                         flush=True,
                     )
             phase_out.append(
-                {"rate": phase.rate, "seconds": phase.seconds, "from": start_wall, "to": time.time(), "first": first}
+                {
+                    "rate": phase.rate,
+                    "seconds": phase.seconds,
+                    "from": start_wall,
+                    "to": time.time(),
+                    "first": first,
+                }
             )
             say("")
         producer.stop()
@@ -338,13 +290,17 @@ def run_live(
             now = (s["read"], len(reader.entries))
             if now != last:
                 stable_since, last = time.monotonic(), now
-            if s["lag"] <= 0 and len(reader.entries) >= len(truth.bursts) and time.monotonic() - stable_since >= 5:
+            if (
+                s["lag"] <= 0
+                and len(reader.entries) >= len(truth.bursts)
+                and time.monotonic() - stable_since >= 5
+            ):
                 break
             time.sleep(1)
         say(f"  drained: read {s['read']:.0f} of {s['acked']:.0f}, {len(reader.entries)} alerts")
     finally:
         producer.stop()
-        rc = _stop(proc)
+        rc = _stop_tree(proc)
         rss.stop()
         reader.close()
         log.close()
@@ -376,7 +332,9 @@ def run_live(
             p95_ms=_ms(percentile(latencies, 95)),
             p99_ms=_ms(percentile(latencies, 99)),
             max_ms=_ms(max(latencies) if latencies else None),
-            read_per_s=round((rows[-1]["read"] - rows[0]["read"]) / max(rows[-1]["t"] - rows[0]["t"], 1e-9), 1)
+            read_per_s=round(
+                (rows[-1]["read"] - rows[0]["read"]) / max(rows[-1]["t"] - rows[0]["t"], 1e-9), 1
+            )
             if len(rows) > 1
             else None,
             lag_end=lag[-1][1] if lag else None,
@@ -384,7 +342,12 @@ def run_live(
             lag_slope_per_s=round(_slope(half), 2),
         )
     return LiveResult(
-        phases=phase_out, exact=exact, samples=samples, rss=rss.samples, truth=truth, log=log_path,
+        phases=phase_out,
+        exact=exact,
+        samples=samples,
+        rss=rss.samples,
+        truth=truth,
+        log=log_path,
         alerts=reader.entries,
     )
 
@@ -474,9 +437,16 @@ def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int 
     print(PHASE_HEADER)
     for p in res.phases:
         print(_phase_line(p))
-    print(f"reference (XADD -> XREAD, same reader): p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms")
+    print(
+        f"reference (XADD -> XREAD, same reader): p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms"
+    )
     print(_exact_line(res.exact))
-    return {"pipeline_args": list(pipeline_args), "phases": res.phases, "exact": res.exact, "reference": reference}
+    return {
+        "pipeline_args": list(pipeline_args),
+        "phases": res.phases,
+        "exact": res.exact,
+        "reference": reference,
+    }
 
 
 def bench_memory(rate: float, seconds: float, pipeline_args: Sequence[str], seed: int = 2) -> Dict[str, Any]:
@@ -503,5 +473,11 @@ def bench_memory(rate: float, seconds: float, pipeline_args: Sequence[str], seed
     )
     print(_phase_line(res.phases[0]))
     print(_exact_line(res.exact))
-    return {"rate": rate, "seconds": seconds, "rss_mb_per_minute": minutes, "spread_pct": spread,
-            "phase": res.phases[0], "exact": res.exact}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "rss_mb_per_minute": minutes,
+        "spread_pct": spread,
+        "phase": res.phases[0],
+        "exact": res.exact,
+    }

@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -69,12 +69,15 @@ _METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
 
 
 class TreeRss:
-    """Peak RSS of a process and all its descendants, sampled in a thread."""
+    """RSS of a process and all its descendants, sampled in a thread: the peak, and each
+    sample as (seconds since the start, bytes)."""
 
     def __init__(self, pid: int, every_s: float = 0.2) -> None:
         self.peak = 0
+        self.samples: List[Tuple[float, int]] = []
         self._root = psutil.Process(pid)
         self._every = every_s
+        self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -92,6 +95,7 @@ class TreeRss:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.samples.append((time.monotonic() - self._t0, total))
             self._stop.wait(self._every)
 
     def stop(self) -> int:
@@ -109,7 +113,9 @@ def counters(port: int) -> Dict[str, float]:
     return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
 
 
-def _stop_tree(proc: subprocess.Popen) -> None:
+def _stop_tree(proc: subprocess.Popen) -> int:
+    """SIGTERM, as a supervisor stops a run (SIGKILL 60 s later); then its whole tree goes.
+    Returns the run's exit code."""
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
@@ -127,6 +133,7 @@ def _stop_tree(proc: subprocess.Popen) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(children, timeout=30)  # the next variant starts on an idle machine
+    return proc.returncode
 
 
 def watch_child(
@@ -442,11 +449,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. b,c")
     parser.add_argument("--paystream-args", default="", help="extra flags for (c), space-separated")
     parser.add_argument("--live", action="store_true", help="the live part: alert latency per phase")
-    parser.add_argument("--live-phases", default="1000:120,5000:120", help="RATE:SECONDS,... (default %(default)s)")
+    parser.add_argument(
+        "--live-phases", default="1000:120,5000:120", help="RATE:SECONDS,... (default %(default)s)"
+    )
     parser.add_argument("--memory", action="store_true", help="the memory part: RSS per minute")
     parser.add_argument("--memory-run", default="2000:600", help="RATE:SECONDS (default %(default)s)")
     parser.add_argument(
-        "--settings", action="store_true", help="latency and payments/s at 1,000/s for each setting in SETTINGS"
+        "--settings",
+        action="store_true",
+        help="latency and payments/s at 1,000/s for each setting in SETTINGS",
     )
     args = parser.parse_args(argv)
     if args.live or args.memory or args.settings:
@@ -534,8 +545,14 @@ def _settings(extra: List[str], events: int, seed: int) -> List[Dict[str, Any]]:
         with KafkaBroker() as broker, RedisServer() as redis_url:
             truth = fill_topic(broker, "payments", events, seed)
             thr = variant_paystream(
-                broker, "payments", events, truth, work, ["--runner=FlinkRunner", "--parallelism=2", "--streaming"],
-                redis_url, [*flags, *extra],
+                broker,
+                "payments",
+                events,
+                truth,
+                work,
+                ["--runner=FlinkRunner", "--parallelism=2", "--streaming"],
+                redis_url,
+                [*flags, *extra],
             )
         rows.append({"setting": name, "flags": flags, "live": live, "payments_per_s": thr["payments_per_s"]})
     shutil.rmtree(work, ignore_errors=True)
@@ -559,7 +576,9 @@ def _live_parts(args: argparse.Namespace) -> None:
         out["memory"] = bench_memory(rate, seconds, extra)
     if args.settings:
         rows = _settings(extra, args.events, args.seed)
-        print("\nby setting: live alert latency at 1,000 payments/s (60 s), and payments/s on a pre-filled topic")
+        print(
+            "\nby setting: live alert latency at 1,000 payments/s (60 s), and payments/s on a pre-filled topic"
+        )
         print(f"{'setting':<48} {'p50 ms':>7} {'p99 ms':>7} {'lag max':>8} {'exact':>6} {'payments/s':>11}")
         for row in rows:
             p = row["live"]["phases"][0]

@@ -87,7 +87,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         # No oversized payload: the broker itself refuses messages over its limit (1 MiB).
         gen = GeneratorConfig(seed=args.seed, accounts=args.accounts, include_oversized=False)
         producer = PaymentProducer(
-            args.bootstrap_servers, args.topic, args.rate, gen, num_events=args.num_events, duration_s=args.duration
+            args.bootstrap_servers,
+            args.topic,
+            args.rate,
+            gen,
+            num_events=args.num_events,
+            duration_s=args.duration,
         )
     else:
         producer = LiveProducer(

@@ -116,7 +116,9 @@ class LiveStream:
         self.config = config or LiveConfig()
         seed = self.config.seed
         self._rng = random.Random(f"paystream-live:{seed}")
-        self._merchants = _make_merchants(random.Random(f"paystream-live:{seed}:merchants"), self.config.merchants)
+        self._merchants = _make_merchants(
+            random.Random(f"paystream-live:{seed}:merchants"), self.config.merchants
+        )
         self._domestic: Dict[str, List[_Merchant]] = {c.code: [] for c in _COUNTRIES}
         for m in self._merchants:
             self._domestic[m.country].append(m)

@@ -116,7 +116,9 @@ def test_local_flink_conf_replaces_the_users_value_of_a_key(
     user_conf.mkdir()
     (user_conf / "flink-conf.yaml").write_text("execution.buffer-timeout: 100 ms\nparallelism.default: 3\n")
     monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
-    assert local_flink_conf(PipelineOptions(FLINK), str(tmp_path / "scratch"), {"execution.buffer-timeout": "10 ms"})
+    assert local_flink_conf(
+        PipelineOptions(FLINK), str(tmp_path / "scratch"), {"execution.buffer-timeout": "10 ms"}
+    )
     lines = Path(os.environ["FLINK_CONF_DIR"], "flink-conf.yaml").read_text().splitlines()
     assert lines == ["parallelism.default: 3", "execution.buffer-timeout: 10 ms"]
 
@@ -136,11 +138,17 @@ def test_streaming_kafka_on_the_direct_runner_goes_to_local_flink(monkeypatch: p
         args, note = local_streaming_runner([*runner, "--streaming", "--source=kafka"])
         assert _flags(args)["runner"] == "FlinkRunner" and "DirectRunner" not in args
         assert note is not None and "local Flink" in note
-    for argv in (["--streaming"], ["--source=kafka"], ["--runner=FlinkRunner", "--streaming", "--source=kafka"]):
+    for argv in (
+        ["--streaming"],
+        ["--source=kafka"],
+        ["--runner=FlinkRunner", "--streaming", "--source=kafka"],
+    ):
         assert local_streaming_runner(argv) == (argv, None)
 
 
-def test_streaming_kafka_without_local_flink_stops_with_the_flags_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streaming_kafka_without_local_flink_stops_with_the_flags_to_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import beam_pipeline.local_kafka as local_kafka
 
     def unavailable() -> None:

@@ -175,7 +175,13 @@ class _Ledger:
         return value, token
 
     def write(
-        self, key: Any, value: Any, changes: Any, token: Optional[Tuple[int, int]], token_state: Any, log_state: Any
+        self,
+        key: Any,
+        value: Any,
+        changes: Any,
+        token: Optional[Tuple[int, int]],
+        token_state: Any,
+        log_state: Any,
     ) -> None:
         """Record ``value``, of which ``changes`` (None: all of it) is what changed."""
         entries = 0 if token is None else token[1]
