@@ -357,8 +357,10 @@ def local_flink_conf(options: PipelineOptions, scratch_dir: str, entries: Dict[s
     return True
 
 
-def restore_on_local_flink(options: PipelineOptions, checkpoint: str, scratch_dir: str) -> None:
-    """Make the embedded local Flink restore ``checkpoint``.
+def restore_on_local_flink(
+    options: PipelineOptions, checkpoint: str, scratch_dir: str, entries: Optional[Dict[str, str]] = None
+) -> None:
+    """Make the embedded local Flink restore ``checkpoint`` (with ``entries`` of its own).
 
     Beam 2.62's Flink runner reads ``--savepoint_path`` only when it submits to a
     remote cluster; for ``[local]`` it is ignored without a word and the job
@@ -366,7 +368,7 @@ def restore_on_local_flink(options: PipelineOptions, checkpoint: str, scratch_di
     configuration (``local_flink_conf``).
     """
     uri = checkpoint if "://" in checkpoint else f"file://{os.path.abspath(checkpoint)}"
-    local_flink_conf(options, scratch_dir, {"execution.savepoint.path": uri})
+    local_flink_conf(options, scratch_dir, {**(entries or {}), "execution.savepoint.path": uri})
 
 
 def runner_defaults(options: PipelineOptions) -> None:
@@ -628,10 +630,10 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     if checkpoints is not None:
         entries = {"execution.buffer-timeout": f"{max(0, opts.flink_buffer_timeout_ms)} ms"}
         if resumed_from:
-            uri = resumed_from if "://" in resumed_from else f"file://{os.path.abspath(resumed_from)}"
-            entries["execution.savepoint.path"] = uri
+            restore_on_local_flink(options, resumed_from, checkpoints.name, entries)
             _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
-        local_flink_conf(options, checkpoints.name, entries)
+        else:
+            local_flink_conf(options, checkpoints.name, entries)
     options.view_as(SetupOptions).save_main_session = False
     from apache_beam.options.pipeline_options import PortableOptions
 

@@ -122,10 +122,6 @@ class IdBook:
         self.seen[txn_id] = (fingerprint, event_time_us)
         return NEW
 
-    def cache_weight(self) -> int:
-        """An estimate of its size for Beam's state cache (``transforms/streaming.py``)."""
-        return 256 + 160 * len(self.seen)
-
     def prune(self, horizon_us: int) -> None:
         oldest = self.clock_us - horizon_us
         self.seen = {k: v for k, v in self.seen.items() if v[1] >= oldest}

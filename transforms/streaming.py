@@ -83,23 +83,21 @@ class StreamingOutputs(NamedTuple):
 
 
 class Books(dict):
-    """A key's account books (account id -> ``AccountBook``), weighed by their number."""
+    """A key's account books (account id -> ``AccountBook``)."""
 
     __slots__ = ()
 
-    def cache_weight(self) -> int:
-        return 256 + 1024 * len(self)
-
 
 def _weigh_state_cheaply() -> None:
-    """Make Beam's state cache weigh our state values by their own estimate.
+    """Make Beam's state cache weigh our state values by a cheap estimate.
 
-    The cache weighs each value it stores with ``objsize``, which gathers the globals of
-    every loaded module first: about 1 ms per call with Beam[gcp] loaded, and a state
-    write calls it twice (clear, then append). Per key and bundle that cost more than the
-    payments did (measured in bench/streaming.py: the cache on was slower than off). Values
-    whose items have ``cache_weight()`` (``Books``, ``IdBook``) are weighed by it; anything
-    else by Beam's own function. Done once per worker process, at a step's setup.
+    The cache weighs a key's whole cached value again at every write (a bag append puts
+    the extended list back), with ``objsize``, which gathers the globals of every loaded
+    module first: about 1 ms per call with Beam[gcp] loaded (measured in
+    bench/streaming.py: the cache on was slower than off). Our values are the ledgers'
+    entries (pickled bytes) and tokens (pairs of ints): those are weighed by their
+    length; anything else by Beam's own function. Done once per worker process, at a
+    step's setup.
     """
     try:
         from apache_beam.runners.worker import statecache
@@ -112,10 +110,10 @@ def _weigh_state_cheaply() -> None:
     def get_deep_size(*objs: Any) -> int:
         if len(objs) == 1 and type(objs[0]) is list:
             items = objs[0]
-            if not items:
-                return 64
-            if all(hasattr(type(item), "cache_weight") for item in items):
-                return 64 + sum(item.cache_weight() for item in items)
+            if all(type(item) is bytes for item in items):
+                return 64 + sum(33 + len(item) for item in items)
+            if all(type(item) is tuple and len(item) == 2 for item in items):
+                return 64 + 120 * len(items)
         return deep(*objs)
 
     get_deep_size.paystream_weigher = True  # type: ignore[attr-defined]

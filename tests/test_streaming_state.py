@@ -1,0 +1,131 @@
+"""The streaming steps' state: a ledger of changes per key, and how Beam's cache weighs it.
+
+The whole graph runs on real runners in ``tests/test_accounts.py``, ``tests/test_kafka_e2e.py``
+and ``tests/test_live.py``; these check the ledger's own rules with plain stand-ins for a
+key's bag and value state.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, List, Optional
+
+import transforms.streaming as streaming
+from transforms.streaming import COMPACT_AFTER, _Ledger
+
+
+class _Bag:
+    def __init__(self) -> None:
+        self.items: List[bytes] = []
+
+    def read(self) -> List[bytes]:
+        return list(self.items)
+
+    def add(self, item: bytes) -> None:
+        self.items.append(item)
+
+    def clear(self) -> None:
+        self.items = []
+
+
+class _Value:
+    def __init__(self) -> None:
+        self.value: Optional[Any] = None
+
+    def read(self) -> Any:
+        return self.value
+
+    def write(self, value: Any) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+def _apply(value: dict, changes: dict) -> None:
+    value.update(changes)
+
+
+def test_a_bundle_appends_what_it_changed_and_a_cold_read_replays_it() -> None:
+    ledger = _Ledger("test-replay", _apply)
+    log, token = _Bag(), _Value()
+    value, tok = ledger.read("k", token, log)
+    assert value is None and tok is None
+    value = {"a": 1}
+    ledger.write("k", value, {"a": 1}, tok, token, log)  # the first write is whole
+    for i in range(5):
+        value, tok = ledger.read("k", token, log)
+        value[f"n{i}"] = i
+        ledger.write("k", value, {f"n{i}": i}, tok, token, log)
+    assert len(log.items) == 6
+    assert pickle.loads(log.items[-1]) == (1, {"n4": 4})  # only the change
+    streaming._CURRENT.clear()  # a new process: no copy of its own
+    value, tok = ledger.read("k", token, log)
+    assert value == {"a": 1, "n0": 0, "n1": 1, "n2": 2, "n3": 3, "n4": 4}
+
+
+def test_a_stale_token_is_not_trusted() -> None:
+    """A bundle that wrote but was not committed leaves the process a copy under a token the
+    state does not have: the next read replays the log instead of using the copy."""
+    ledger = _Ledger("test-stale", _apply)
+    log, token = _Bag(), _Value()
+    ledger.write("k", {"a": 1}, None, None, token, log)
+    committed_log, committed_token = list(log.items), token.value
+    value, tok = ledger.read("k", token, log)
+    value["lost"] = 1
+    ledger.write("k", value, {"lost": 1}, tok, token, log)
+    log.items, token.value = committed_log, committed_token  # the runner never committed it
+    value, _ = ledger.read("k", token, log)
+    assert value == {"a": 1}
+
+
+def test_a_failure_before_the_write_leaves_no_copy() -> None:
+    ledger = _Ledger("test-failure", _apply)
+    log, token = _Bag(), _Value()
+    ledger.write("k", {"a": 1}, None, None, token, log)
+    value, _ = ledger.read("k", token, log)
+    value["half"] = 1  # changed, then the bundle failed: no write
+    value, _ = ledger.read("k", token, log)
+    assert value == {"a": 1}
+
+
+def test_the_log_is_compacted_into_the_whole_value() -> None:
+    ledger = _Ledger("test-compact", _apply)
+    log, token = _Bag(), _Value()
+    value: dict = {}
+    tok = None
+    for i in range(COMPACT_AFTER * 2 + 3):
+        value[i] = i
+        ledger.write("k", value, {i: i}, tok, token, log)
+        value, tok = ledger.read("k", token, log)
+        assert len(log.items) <= COMPACT_AFTER
+    assert pickle.loads(log.items[0])[0] == 0  # it starts with a whole value
+    assert all(pickle.loads(item)[0] == 1 for item in log.items[1:])  # then changes
+    streaming._CURRENT.clear()
+    assert ledger.read("k", token, log)[0] == {i: i for i in range(COMPACT_AFTER * 2 + 3)}
+
+
+def test_clear_forgets_the_key() -> None:
+    ledger = _Ledger("test-clear", _apply)
+    log, token = _Bag(), _Value()
+    ledger.write("k", {"a": 1}, None, None, token, log)
+    ledger.clear("k", token, log)
+    assert ledger.read("k", token, log) == (None, None) and not log.items
+
+
+def test_the_cache_weighs_ledger_entries_and_tokens_without_objsize(monkeypatch: Any) -> None:
+    from apache_beam.runners.worker import statecache
+
+    calls: List[Any] = []
+
+    def beams_own(*objs: Any) -> int:
+        calls.append(objs)
+        return 1
+
+    monkeypatch.setattr(statecache, "get_deep_size", beams_own)
+    streaming._weigh_state_cheaply()
+    weigh = statecache.get_deep_size
+    assert weigh([b"x" * 100, b"y" * 10]) == 64 + 133 + 43
+    assert weigh([(123, 4)]) == 64 + 120
+    assert not calls
+    assert weigh(["something else"]) == 1 and calls  # anything else: Beam's own weigher
