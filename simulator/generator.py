@@ -917,21 +917,34 @@ def _malformed_records(
         account = accounts[rng.randrange(len(accounts))]
         merchant = rng.choice(merchants)
         t_ms = rng.randint(0, span_ms)
-        time_us = start_us + t_ms * _MS
-        offset = _event_offset(rng, merchant.country)
-        # Decades ahead: 'in the future' whatever day the parser's clock says it is.
-        future_us = last_us + 50 * 365 * 86_400_000_000 + rng.randint(0, 600_000) * _MS
-        obj = _message(
-            txn_id,
-            account,
-            _format_cents(_draw_cents(rng, merchant.category.median_cents)),
-            _currency(rng, merchant.country),
-            merchant,
-            _format_time(time_us, offset),
-        )
-        payload, event_us = _malformed(kind, rng, obj, time_us, offset, future_us)
-        rec = SimRecord(payload, "malformed", txn_id, kind, None, False, event_us, account.account_id)
+        rec, obj = _malformed_record(rng, kind, txn_id, account, merchant, start_us + t_ms * _MS, last_us)
         yield t_ms + rng.randint(0, _JITTER_MS), rec, obj
+
+
+def _malformed_record(
+    rng: random.Random,
+    kind: str,
+    txn_id: str,
+    account: _Account,
+    merchant: _Merchant,
+    time_us: int,
+    latest_us: int,
+) -> tuple[SimRecord, dict[str, Any]]:
+    """A malformed record of ``kind`` made from a valid-looking message at ``time_us``, and
+    the fields whose raw values its payload holds. A future time lies decades after
+    ``latest_us``: 'in the future' whatever day the parser's clock says it is."""
+    offset = _event_offset(rng, merchant.country)
+    future_us = latest_us + 50 * 365 * 86_400_000_000 + rng.randint(0, 600_000) * _MS
+    obj = _message(
+        txn_id,
+        account,
+        _format_cents(_draw_cents(rng, merchant.category.median_cents)),
+        _currency(rng, merchant.country),
+        merchant,
+        _format_time(time_us, offset),
+    )
+    payload, event_us = _malformed(kind, rng, obj, time_us, offset, future_us)
+    return SimRecord(payload, "malformed", txn_id, kind, None, False, event_us, account.account_id), obj
 
 
 def _with_duplicates(rng: random.Random, base: list[SimRecord], count: int) -> tuple[list[SimRecord], int]:

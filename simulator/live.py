@@ -29,7 +29,7 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from simulator.generator import (
     _COUNTRIES,
@@ -52,12 +52,11 @@ from simulator.generator import (
     _draw_cents,
     _dumps,
     _event_offset,
-    _format_cents,
     _format_time,
     _make_account,
     _make_merchants,
-    _malformed,
     _malformed_kinds,
+    _malformed_record,
     _Merchant,
     _message,
     _txn_id,
@@ -339,20 +338,10 @@ class LiveStream:
         txn_id = _txn_id(self.config.seed, "live-malformed", j)
         account = self._pool[-1][1] if self._pool else self._new_account()  # not a payment: no gap needed
         merchant = rng.choice(self._merchants)
-        offset = _event_offset(rng, merchant.country)
-        future_us = now_us + 50 * 365 * 86_400 * _S + rng.randint(0, 600_000) * _MS
-        obj: Dict[str, Any] = _message(
-            txn_id,
-            account,
-            _format_cents(_draw_cents(rng, merchant.category.median_cents)),
-            _currency(rng, merchant.country),
-            merchant,
-            _format_time(now_us, offset),
-        )
-        payload, event_us = _malformed(kind, rng, obj, now_us, offset, future_us)
+        record, obj = _malformed_record(rng, kind, txn_id, account, merchant, now_us, now_us)
         for f in PII_FIELDS:
             if f in obj:
                 self.pii[f].add(obj[f])
         reason = MALFORMED_KINDS[kind]
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
-        return SimRecord(payload, "malformed", txn_id, kind, None, False, event_us, account.account_id)
+        return record
