@@ -26,7 +26,7 @@ setup(
         "redis": ["redis>=5,<9"],
         "kafka": ["confluent-kafka>=2.4,<3"],
         "metrics": ["prometheus-client>=0.20,<1"],
-        "bench": ["psutil>=5.9"],
+        "bench": ["psutil>=5.9", "matplotlib>=3.8"],
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
@@ -39,6 +39,7 @@ setup(
             "yamllint>=1.35",
             "python-hcl2>=8.1,<9",
             "redis>=5,<9",
+            "psutil>=5.9",  # the live and fault tests drive their runs through bench/live.py
             BIGQUERY,
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],

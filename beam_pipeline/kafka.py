@@ -261,9 +261,16 @@ _RunnerNativeReadConfig = NamedTuple(  # noqa: UP014
 
 def _to_payload(record: Any) -> RawPayload:
     key = record.key.decode("utf-8", errors="replace") if record.key else None
+    timestamp = getattr(record, "timestamp", None)
     return (
         bytes(record.value or b""),
-        SourceRef(topic=record.topic, partition=int(record.partition), offset=int(record.offset), key=key),
+        SourceRef(
+            topic=record.topic,
+            partition=int(record.partition),
+            offset=int(record.offset),
+            key=key,
+            timestamp_ms=int(timestamp) if timestamp is not None and int(timestamp) > 0 else None,
+        ),
     )
 
 

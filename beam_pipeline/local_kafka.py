@@ -345,7 +345,12 @@ class KafkaBroker:
         )
         if fmt.returncode != 0:
             raise RuntimeError(f"kafka StorageTool format failed:\n{fmt.stdout[-3000:]}")
-        out = open(self.dir / "broker.out", "wb")
+        return self._launch()
+
+    def _launch(self) -> KafkaBroker:
+        """Start the JVM on the formatted log dir and wait until it answers."""
+        cfg = self.dir / "server.properties"
+        out = open(self.dir / "broker.out", "ab")
         self.proc = subprocess.Popen(
             self._java_cmd("kafka.Kafka", str(cfg)),
             stdout=out,
@@ -368,6 +373,25 @@ class KafkaBroker:
             )
         )
         return self
+
+    def restart(self, down_s: float, hard: bool = False) -> None:
+        """Stop the broker (SIGTERM, or SIGKILL when ``hard``), keep it down for ``down_s``,
+        then start it again on the same ports and log dir: its topics, records and
+        committed offsets are as it left them (a hard stop loses what was not yet
+        written to the log)."""
+        assert self.pid is not None and self._alive(), "the broker is not running"
+        os.kill(self.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while self._alive() and time.monotonic() < deadline:
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=0.2)
+        if self._alive():
+            os.kill(self.pid, signal.SIGKILL)
+            if self.proc is not None:
+                self.proc.wait(timeout=30)
+        time.sleep(down_s)
+        self._launch()
 
     def _alive(self) -> bool:
         if self.proc is not None:

@@ -29,7 +29,7 @@ class _ReadLinesFn(beam.DoFn):
         make = SourceRef._make  # positional, without the keyword handling of SourceRef(...)
         with readable.open(compression_type=fileio.CompressionTypes.AUTO) as handle:
             for number, line in split_lines(handle):
-                yield line, make((topic, 0, number, None))
+                yield line, make((topic, 0, number, None, None))
 
 
 class FileLines(beam.PTransform):

@@ -32,10 +32,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from beam_pipeline.local_kafka import KafkaBroker, free_port
-from bench.streaming import TreeRss, _stop_tree, counters
+from bench.streaming import TreeRss, _stop_tree, counters, kill_tree
 from simulator.generator import GroundTruth
 from simulator.live import LiveConfig
 from simulator.producer import LiveProducer
@@ -43,7 +43,7 @@ from simulator.producer import LiveProducer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATENCY_FIRST: List[str] = []
 
-__all__ = ["AlertReader", "LiveResult", "Phase", "run_live", "percentile"]
+__all__ = ["AlertReader", "LiveResult", "LiveRun", "Phase", "committed_and_end", "percentile", "run_live"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class LiveResult:
     truth: Optional[GroundTruth] = None
     log: str = ""
     alerts: List[Tuple[float, Dict[str, str]]] = field(default_factory=list)
+    warehouse: str = ""
 
     @property
     def ok(self) -> bool:
@@ -110,7 +111,13 @@ class LiveResult:
 
 
 def _pipeline_cmd(
-    broker: KafkaBroker, topic: str, warehouse: str, redis_url: str, port: int, extra: Sequence[str]
+    broker: KafkaBroker,
+    topic: str,
+    warehouse: str,
+    redis_url: str,
+    port: int,
+    group: str,
+    extra: Sequence[str],
 ) -> List[str]:
     return [
         sys.executable,
@@ -122,7 +129,7 @@ def _pipeline_cmd(
         "--source=kafka",
         f"--kafka_bootstrap_servers={broker.bootstrap_servers}",
         f"--kafka_topic={topic}",
-        "--kafka_consumer_group=live",
+        f"--kafka_consumer_group={group}",
         f"--warehouse=duckdb:{warehouse}",
         f"--redis_url={redis_url}",
         f"--metrics_port={port}",
@@ -176,6 +183,21 @@ def _check(warehouse: str, truth: GroundTruth, alerts: List[Tuple[float, Dict[st
     return out
 
 
+def committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
+    """The group's committed offsets and the topic's end, summed over partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        committed = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=15))
+        end = sum(consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in parts)
+        return committed, end
+    finally:
+        consumer.close()
+
+
 def _slope(points: List[Tuple[float, float]]) -> float:
     """Least-squares slope of y over x (0 for fewer than 2 points)."""
     if len(points) < 2:
@@ -184,6 +206,319 @@ def _slope(points: List[Tuple[float, float]]) -> float:
     my = statistics.fmean(y for _, y in points)
     den = sum((x - mx) ** 2 for x, _ in points)
     return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+class LiveRun:
+    """One live run, step by step: a fresh topic, the pipeline (which may be killed and
+    started again with the same flags), the live simulator, the alert reader.
+
+    ``run_live`` is the usual sequence (start, warm up, phases, drain, finish); the fault
+    tests put their faults between the steps. With ``topic``, the pipeline reads that
+    topic (already filled by the caller) and the live simulator is not used. The pipeline's flags are fixed at the start,
+    so a pipeline started again after ``kill()`` is the same command (with
+    ``--checkpoint_dir`` among ``pipeline_args``, it restores the last checkpoint).
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        redis_url: str,
+        workdir: str,
+        pipeline_args: Sequence[str] = (),
+        seed: int = 1,
+        warmup_rate: float = 100.0,
+        live: Optional[LiveConfig] = None,
+        verbose: bool = True,
+        group: str = "live",
+        topic: Optional[str] = None,
+    ) -> None:
+        self.broker = broker
+        self.group = group
+        if topic is None:
+            topic = f"live-{seed}-{int(time.time())}"
+            broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
+        self.topic = topic
+        self.workdir = workdir
+        self.warehouse = os.path.join(workdir, f"{self.topic}.duckdb")
+        self.port = free_port()
+        self.cmd = _pipeline_cmd(
+            broker, self.topic, self.warehouse, redis_url, self.port, group, pipeline_args
+        )
+        self.warmup_rate = warmup_rate
+        self.verbose = verbose
+        self.reader = AlertReader(redis_url, "paystream:alerts:stream")
+        self.producer = LiveProducer(
+            broker.bootstrap_servers,
+            self.topic,
+            warmup_rate,
+            live or LiveConfig(seed=seed),
+            duration_s=86_400.0,
+        )
+        self._sender = threading.Thread(target=self.producer.run, name="live-simulator", daemon=True)
+        self.samples: List[Dict[str, float]] = []
+        self.rss: List[Tuple[float, int]] = []
+        self.phases: List[Dict[str, Any]] = []
+        self.logs: List[str] = []
+        self.proc: Optional[subprocess.Popen] = None
+        self._rss: Optional[TreeRss] = None
+        self._log: Any = None
+        self._read_before = 0.0  # payments read by the pipelines killed before this one
+        self.last_counters: Dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    # -- the pipeline
+    def start(self) -> None:
+        """Start the pipeline (again)."""
+        assert self.proc is None or self.proc.poll() is not None, "the pipeline is running"
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        log_path = os.path.join(self.workdir, f"{self.topic}-{len(self.logs) + 1}.log")
+        self.logs.append(log_path)
+        self._log = open(log_path, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self._rss = TreeRss(self.proc.pid, every_s=0.5, t0=self.t0)
+
+    def kill(self) -> float:
+        """``kill -9`` of the pipeline's whole process tree at once: the driver with its
+        Python workers, the job server and its Flink, any Java worker it started. Returns
+        the wall-clock time of the kill; ``last_counters`` are the run's counters just
+        before it."""
+        assert self.proc is not None
+        self.last_counters = self.counters()
+        self._read_before += self.last_counters.get("payments_in", 0.0)
+        at = time.time()
+        kill_tree(self.proc.pid)
+        self.proc.wait(timeout=30)
+        self._closed()
+        return at
+
+    def stop(self) -> int:
+        """SIGTERM, as a supervisor stops a run; returns its exit code (130: stopped)."""
+        assert self.proc is not None
+        rc = _stop_tree(self.proc)
+        self._closed()
+        return rc
+
+    def _closed(self) -> None:
+        if self._rss is not None:
+            self._rss.stop()
+            self.rss.extend(self._rss.samples)
+            self._rss = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_text(self, last: bool = False) -> str:
+        """The logs of every pipeline started so far, one after the other (``last``: of
+        the latest only)."""
+        if self._log is not None:
+            self._log.flush()
+        out = []
+        for path in self.logs[-1:] if last else self.logs:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                out.append(handle.read())
+        return "\n".join(out)
+
+    def counters(self) -> Dict[str, float]:
+        return counters(self.port)
+
+    # -- measuring
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    def sample(self) -> Dict[str, float]:
+        """One sample: acknowledged, read (over all the pipelines started), lag, RSS."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the pipeline ended early (rc={self.proc.returncode}); see {self.logs[-1]}")
+        c = self.counters()
+        acked = self.producer.stats.snapshot(0)["produced"]
+        rss = self._rss.samples[-1][1] if self._rss is not None and self._rss.samples else 0
+        s = {
+            "t": round(time.monotonic() - self.t0, 2),
+            "wall": time.time(),
+            "acked": acked,
+            "read": self._read_before + c.get("payments_in", 0.0),
+            "rss_mb": round(rss / 2**20, 1),
+            "rate": self.producer.pacer.rate,
+            "alerts": len(self.reader.entries),
+        }
+        if len(self.logs) > 1:  # a run started again re-reads from its checkpoint
+            committed, end = self.committed_and_end()
+            s["lag"] = end - committed
+        else:
+            s["lag"] = s["acked"] - s["read"]
+        self.samples.append(s)
+        return s
+
+    def committed_and_end(self) -> Tuple[int, int]:
+        return committed_and_end(self.broker, self.topic, self.group)
+
+    # -- the steps
+    def warm_up(self, timeout_s: float = 300.0) -> None:
+        """Send at the warm-up rate until the pipeline (just started) reads what is sent."""
+        if not self._sender.is_alive():
+            self._sender.start()
+        t0 = time.monotonic()
+        caught_up_since: Optional[float] = None
+        while True:
+            s = self.sample()
+            if self.counters().get("payments_in", 0) > 0 and s["lag"] <= 3 * self.warmup_rate:
+                caught_up_since = caught_up_since or time.monotonic()
+                if time.monotonic() - caught_up_since >= 5:
+                    break
+            else:
+                caught_up_since = None
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(
+                    f"the pipeline did not catch up within {timeout_s:.0f} s: {s}; see {self.logs[-1]}"
+                )
+            time.sleep(1)
+        self.say(f"  warmed up after {time.monotonic() - t0:.0f} s (read {s['read']:.0f})")
+
+    def phase(self, phase: Phase, tick: Optional[Callable[[LiveRun, float], None]] = None) -> None:
+        """Send at ``phase.rate`` for ``phase.seconds``; ``tick(self, elapsed_s)`` is called
+        about every 0.1 s (a fault test's hook), samples are taken each second."""
+        self.producer.pacer.set_rate(phase.rate)
+        start_wall, start = time.time(), time.monotonic()
+        first = len(self.samples)
+        next_sample = start + 1
+        while (now := time.monotonic()) < start + phase.seconds:
+            if tick is not None:
+                tick(self, now - start)
+            if now >= next_sample:
+                next_sample += 1
+                if self.proc is not None and self.proc.poll() is None:
+                    s = self.sample()
+                    if self.verbose:  # one progress line, rewritten each second
+                        print(
+                            f"\r  {phase.rate:,.0f}/s: {now - start:5.0f}/{phase.seconds:.0f} s | "
+                            f"acked {s['acked']:>9,.0f} | read {s['read']:>9,.0f} | lag {s['lag']:>7,.0f} | "
+                            f"alerts {s['alerts']:>5} | RSS {s['rss_mb']:,.0f} MB",
+                            end="",
+                            flush=True,
+                        )
+            time.sleep(0.1 if tick is not None else max(0.0, min(1.0, next_sample - time.monotonic())))
+        self.phases.append(
+            {
+                "rate": phase.rate,
+                "seconds": phase.seconds,
+                "from": start_wall,
+                "to": time.time(),
+                "first": first,
+            }
+        )
+        self.say("")
+
+    def drain(self, timeout_s: float = 300.0, quiet_s: float = 5.0) -> None:
+        """Stop the simulator and wait until the pipeline is through: every payment read
+        (after a restart: the group's committed offsets at the end of the topic), every
+        burst alerted, and the counters still for ``quiet_s``."""
+        self.producer.stop()
+        self._sender.join(timeout=120)
+        truth = self.producer.truth
+        stable_since, last = time.monotonic(), None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            s = self.sample()
+            c = self.counters()
+            now = (s["read"], len(self.reader.entries), c.get('sink_rows{table="payment_transactions"}'))
+            if now != last:
+                stable_since, last = time.monotonic(), now
+            if (
+                s["lag"] <= 0
+                and len(self.reader.entries) >= len(truth.bursts)
+                and time.monotonic() - stable_since >= quiet_s
+            ):
+                break
+            if time.monotonic() > deadline:
+                self.say(f"  not drained within {timeout_s:.0f} s: {s}")
+                break
+            time.sleep(1)
+        self.say(f"  drained: read {s['read']:.0f} of {s['acked']:.0f}, {len(self.reader.entries)} alerts")
+
+    def finish(self) -> LiveResult:
+        """Stop the pipeline and the reader; the check against the ground truth, and each
+        phase's figures."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.last_counters = self.counters()
+        try:
+            rc = (
+                self.stop()
+                if self.proc is not None and self.proc.poll() is None
+                else self.proc.returncode
+                if self.proc
+                else 0
+            )
+        finally:
+            self.producer.stop()
+            self.reader.close()
+        if rc != 130:
+            raise RuntimeError(f"the pipeline did not stop cleanly (rc={rc}); see {self.logs[-1]}")
+        truth = self.producer.truth
+        exact = _check(self.warehouse, truth, self.reader.entries)
+        return LiveResult(
+            phases=[_phase_figures(p, truth, self.reader.entries, self.samples) for p in self.phases],
+            exact=exact,
+            samples=self.samples,
+            rss=self.rss,
+            truth=truth,
+            log=self.logs[-1],
+            alerts=self.reader.entries,
+            warehouse=self.warehouse,
+        )
+
+    def abort(self) -> None:
+        """End everything (a failed step): the simulator, the pipeline's tree, the reader."""
+        self.producer.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_tree(self.proc)
+        self._closed()
+        self.reader.close()
+
+
+def _phase_figures(
+    p: Dict[str, Any],
+    truth: GroundTruth,
+    alerts: List[Tuple[float, Dict[str, str]]],
+    samples: List[Dict[str, float]],
+) -> Dict[str, Any]:
+    """A phase's alert latencies (bursts whose crossing payment was acknowledged in it) and lag."""
+    p = dict(p)
+    arrived: Dict[str, float] = {}
+    for at, fields in alerts:
+        arrived.setdefault(fields["account_id"], at)
+    latencies: List[float] = []
+    missing = 0
+    for b in truth.bursts:
+        assert b.crossing_transaction_id is not None
+        acked_us = truth.sends.get(b.crossing_transaction_id, (0, 0))[1]
+        if not p["from"] * 1e6 <= acked_us < p["to"] * 1e6:
+            continue
+        if b.account_id in arrived:
+            latencies.append(arrived[b.account_id] - acked_us / 1e6)
+        else:
+            missing += 1
+    rows = [r for r in samples[p.pop("first") :] if p["from"] <= r["wall"] <= p["to"]]
+    lag = [(r["t"], r["lag"]) for r in rows]
+    half = lag[len(lag) // 2 :]
+    p.update(
+        bursts=len(latencies) + missing,
+        missing=missing,
+        p50_ms=_ms(percentile(latencies, 50)),
+        p95_ms=_ms(percentile(latencies, 95)),
+        p99_ms=_ms(percentile(latencies, 99)),
+        max_ms=_ms(max(latencies) if latencies else None),
+        read_per_s=round((rows[-1]["read"] - rows[0]["read"]) / max(rows[-1]["t"] - rows[0]["t"], 1e-9), 1)
+        if len(rows) > 1
+        else None,
+        lag_end=lag[-1][1] if lag else None,
+        lag_max=max(v for _, v in lag) if lag else None,
+        lag_slope_per_s=round(_slope(half), 2),
+    )
+    return p
 
 
 def run_live(
@@ -197,159 +532,18 @@ def run_live(
     live: Optional[LiveConfig] = None,
     verbose: bool = True,
 ) -> LiveResult:
-    topic = f"live-{seed}-{int(time.time())}"
-    broker.create_topic(topic, partitions=2, config={"retention.ms": "-1"})
-    warehouse = os.path.join(workdir, f"{topic}.duckdb")
-    log_path = os.path.join(workdir, f"{topic}.log")
-    port = free_port()
-    cmd = _pipeline_cmd(broker, topic, warehouse, redis_url, port, pipeline_args)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    reader = AlertReader(redis_url, "paystream:alerts:stream")
-    log = open(log_path, "w", encoding="utf-8")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    rss = TreeRss(proc.pid, every_s=0.5)
-    producer = LiveProducer(
-        broker.bootstrap_servers, topic, warmup_rate, live or LiveConfig(seed=seed), duration_s=86_400.0
-    )
-    sender = threading.Thread(target=producer.run, name="live-simulator", daemon=True)
-    samples: List[Dict[str, float]] = []
-    t0 = time.monotonic()
-
-    def say(text: str) -> None:
-        if verbose:
-            print(text, flush=True)
-
-    def sample() -> Dict[str, float]:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the pipeline ended early (rc={proc.returncode}); see {log_path}")
-        c = counters(port)
-        acked = producer.stats.snapshot(0)["produced"]
-        s = {
-            "t": round(time.monotonic() - t0, 2),
-            "wall": time.time(),
-            "acked": acked,
-            "read": c.get("payments_in", 0.0),
-            "rss_mb": round((rss.samples[-1][1] if rss.samples else 0) / 2**20, 1),
-            "rate": producer.pacer.rate,
-        }
-        s["lag"] = s["acked"] - s["read"]
-        samples.append(s)
-        return s
-
-    phase_out: List[Dict[str, Any]] = []
+    """Start, warm up, the phases, drain, finish."""
+    run = LiveRun(broker, redis_url, workdir, pipeline_args, seed, warmup_rate, live, verbose)
     try:
-        sender.start()
-        # warm-up: the job starts (Flink: 20-40 s) and catches up with the low rate
-        caught_up_since: Optional[float] = None
-        while True:
-            s = sample()
-            if s["read"] > 0 and s["lag"] <= 3 * warmup_rate:  # within about 3 s
-                caught_up_since = caught_up_since or time.monotonic()
-                if time.monotonic() - caught_up_since >= 5:
-                    break
-            else:
-                caught_up_since = None
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError(f"the pipeline did not catch up within 300 s: {s}; see {log_path}")
-            time.sleep(1)
-        say(f"  warmed up after {time.monotonic() - t0:.0f} s (read {s['read']:.0f})")
+        run.start()
+        run.warm_up()
         for phase in phases:
-            producer.pacer.set_rate(phase.rate)
-            start_wall = time.time()
-            end = time.monotonic() + phase.seconds
-            first = len(samples)
-            while time.monotonic() < end:
-                time.sleep(1)
-                s = sample()
-                if verbose:  # one progress line, rewritten each second
-                    print(
-                        f"\r  {phase.rate:,.0f}/s: {s['t'] - samples[first]['t']:5.0f}/{phase.seconds:.0f} s | "
-                        f"acked {s['acked']:>9,.0f} | read {s['read']:>9,.0f} | lag {s['lag']:>7,.0f} | "
-                        f"alerts {len(reader.entries):>5} | RSS {s['rss_mb']:,.0f} MB",
-                        end="",
-                        flush=True,
-                    )
-            phase_out.append(
-                {
-                    "rate": phase.rate,
-                    "seconds": phase.seconds,
-                    "from": start_wall,
-                    "to": time.time(),
-                    "first": first,
-                }
-            )
-            say("")
-        producer.stop()
-        sender.join(timeout=120)
-        truth = producer.truth
-        # drain: everything sent is read, and the counters stop moving
-        stable_since, last = time.monotonic(), None
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            s = sample()
-            now = (s["read"], len(reader.entries))
-            if now != last:
-                stable_since, last = time.monotonic(), now
-            if (
-                s["lag"] <= 0
-                and len(reader.entries) >= len(truth.bursts)
-                and time.monotonic() - stable_since >= 5
-            ):
-                break
-            time.sleep(1)
-        say(f"  drained: read {s['read']:.0f} of {s['acked']:.0f}, {len(reader.entries)} alerts")
-    finally:
-        producer.stop()
-        rc = _stop_tree(proc)
-        rss.stop()
-        reader.close()
-        log.close()
-    if rc != 130:
-        raise RuntimeError(f"the pipeline did not stop cleanly (rc={rc}); see {log_path}")
-    exact = _check(warehouse, truth, reader.entries)
-    arrived: Dict[str, float] = {}
-    for at, fields in reader.entries:
-        arrived.setdefault(fields["account_id"], at)
-    for p in phase_out:
-        latencies: List[float] = []
-        missing = 0
-        for b in truth.bursts:
-            assert b.crossing_transaction_id is not None
-            acked_us = truth.sends.get(b.crossing_transaction_id, (0, 0))[1]
-            if not p["from"] * 1e6 <= acked_us < p["to"] * 1e6:
-                continue
-            if b.account_id in arrived:
-                latencies.append(arrived[b.account_id] - acked_us / 1e6)
-            else:
-                missing += 1
-        rows = [r for r in samples[p.pop("first") :] if p["from"] <= r["wall"] <= p["to"]]
-        lag = [(r["t"], r["lag"]) for r in rows]
-        half = lag[len(lag) // 2 :]
-        p.update(
-            bursts=len(latencies) + missing,
-            missing=missing,
-            p50_ms=_ms(percentile(latencies, 50)),
-            p95_ms=_ms(percentile(latencies, 95)),
-            p99_ms=_ms(percentile(latencies, 99)),
-            max_ms=_ms(max(latencies) if latencies else None),
-            read_per_s=round(
-                (rows[-1]["read"] - rows[0]["read"]) / max(rows[-1]["t"] - rows[0]["t"], 1e-9), 1
-            )
-            if len(rows) > 1
-            else None,
-            lag_end=lag[-1][1] if lag else None,
-            lag_max=max(v for _, v in lag) if lag else None,
-            lag_slope_per_s=round(_slope(half), 2),
-        )
-    return LiveResult(
-        phases=phase_out,
-        exact=exact,
-        samples=samples,
-        rss=rss.samples,
-        truth=truth,
-        log=log_path,
-        alerts=reader.entries,
-    )
+            run.phase(phase)
+        run.drain()
+    except BaseException:
+        run.abort()
+        raise
+    return run.finish()
 
 
 def _ms(seconds: Optional[float]) -> Optional[float]:

@@ -72,12 +72,12 @@ class TreeRss:
     """RSS of a process and all its descendants, sampled in a thread: the peak, and each
     sample as (seconds since the start, bytes)."""
 
-    def __init__(self, pid: int, every_s: float = 0.2) -> None:
+    def __init__(self, pid: int, every_s: float = 0.2, t0: Optional[float] = None) -> None:
         self.peak = 0
         self.samples: List[Tuple[float, int]] = []
         self._root = psutil.Process(pid)
         self._every = every_s
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if t0 is None else t0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -134,6 +134,22 @@ def _stop_tree(proc: subprocess.Popen) -> int:
             pass
     psutil.wait_procs(children, timeout=30)  # the next variant starts on an idle machine
     return proc.returncode
+
+
+def kill_tree(pid: int) -> None:
+    """``kill -9`` of a process and all its descendants, all at once (a crash: nothing
+    gets to clean up)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
 
 
 def watch_child(
@@ -194,45 +210,56 @@ def watch_child(
 
 
 class RedisServer:
-    """A local redis-server on a free port, no persistence; yields its URL."""
+    """A local redis-server on a free port; yields its URL. No persistence, unless
+    ``durable``: then every write is in the append-only file before it is acknowledged
+    (``appendfsync always``), so a server killed and started again (``kill()``,
+    ``start()``: same port, same data) has lost nothing it acknowledged."""
 
-    def __enter__(self) -> str:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="bench-redis-")
-        port = free_port()
+        self._proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> str:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        )
         self._proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir,
-            ],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence]
+            + ["--dir", self._dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port)
+        client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 20
         while True:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline or self._proc.poll() is not None:
                     raise
                 time.sleep(0.05)
-        return f"redis://127.0.0.1:{port}/0"
+        client.close()
+        return self.url
+
+    def kill(self) -> None:
+        """``kill -9`` (an outage: clients see refused connections until ``start()``)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+
+    def __enter__(self) -> str:
+        return self.start()
 
     def __exit__(self, *exc: Any) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=30)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -362,7 +389,7 @@ def variant_plain(broker: KafkaBroker, topic: str, events: int) -> Dict[str, Any
                 if first is None:
                     first, cpu_first = time.monotonic(), time.process_time()
                 read += 1
-                source = SourceRef(msg.topic(), msg.partition(), msg.offset(), None)
+                source = SourceRef(msg.topic(), msg.partition(), msg.offset(), None, msg.timestamp()[1])
                 txn = parse_or_dead_letter(msg.value(), source, int(time.time() * 1_000_000), 300_000_000)
                 if not isinstance(txn, Transaction):
                     continue

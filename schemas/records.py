@@ -30,6 +30,9 @@ class SourceRef(NamedTuple):
     partition: int
     offset: int
     key: Optional[str] = None
+    # the Kafka record's timestamp (ms) when the source has one: a payment dated more than
+    # the allowed skew after it was sent is refused as in the future (transforms/parse.py)
+    timestamp_ms: Optional[int] = None
 
 
 class Transaction(NamedTuple):

@@ -185,7 +185,7 @@ def transaction_columns(
         event_times,
         sources,
     ) = zip(*txns)
-    topics, partitions, offsets, _keys = zip(*sources)
+    topics, partitions, offsets, *_rest = zip(*sources)
     if min(amounts) < 0:
         raise ValueError(f"negative amount: {min(amounts)}")
     for name, values in (

@@ -98,7 +98,7 @@ def _merge_truth(total: Optional[GroundTruth], part: GroundTruth, block: int) ->
 Outgoing = Tuple[bytes, Optional[bytes], Optional[int]]
 
 
-def _record_timestamp_ms(event_time_us: Optional[int], now_ms: int) -> Optional[int]:
+def record_timestamp_ms(event_time_us: Optional[int], now_ms: int) -> Optional[int]:
     """The event time, unless there is none or it lies in the future.
 
     Brokers refuse record timestamps far ahead of their clock (Kafka 4:
@@ -121,7 +121,7 @@ def _generate_block(config: GeneratorConfig) -> Tuple[List[Outgoing], GroundTrut
         (
             r.payload,
             r.account_id.encode() if r.account_id else None,
-            _record_timestamp_ms(r.event_time_us, now_ms),
+            record_timestamp_ms(r.event_time_us, now_ms),
         )
         for r in records
     ]
@@ -376,7 +376,7 @@ class LiveProducer(PaymentProducer):
             now = time.time()
             rec = stream.take(int(now * 1_000_000))
             key = rec.account_id.encode() if rec.account_id else None
-            ts_ms = _record_timestamp_ms(rec.event_time_us, int(now * 1000))
+            ts_ms = record_timestamp_ms(rec.event_time_us, int(now * 1000))
             yield rec.payload, key, ts_ms, rec.transaction_id if rec.kind != "malformed" else None
             if remaining is not None:
                 remaining -= 1

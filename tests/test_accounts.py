@@ -107,6 +107,25 @@ def test_the_id_book_catches_a_copy_on_another_account() -> None:
     assert "t1" not in book.seen
 
 
+def test_a_copy_of_a_payment_dated_long_before_the_clock_is_still_caught() -> None:
+    """A payment dated more than the horizon before the clock (very late, or its date damaged
+    in a copy) is remembered from when it was seen: once it was forgotten at once, so its
+    next copy was stored again (two rows of one id: the warehouse kept one, silently)."""
+    book, ids = AccountBook(), IdBook()
+    book.decide(txn("now", T0 + 2 * HORIZON), "n", RULE, HORIZON, TTL)
+    ids.check("now", "n", T0 + 2 * HORIZON, HORIZON)
+    old = txn("old", T0)
+    assert book.decide(old, "o", RULE, HORIZON, TTL)[0] == NEW
+    assert book.decide(old, "o", RULE, HORIZON, TTL)[0] == DUPLICATE
+    assert book.decide(txn("old", T0 + 2 * HORIZON), "o2", RULE, HORIZON, TTL)[0] == CONFLICT
+    assert ids.check("old", "o", T0, HORIZON) == NEW
+    assert ids.check("old", "o", T0, HORIZON) == DUPLICATE
+    assert ids.check("old", "o-other", T0 + 2 * HORIZON, HORIZON) == CONFLICT
+    book.prune(RULE, HORIZON)
+    ids.prune(HORIZON)
+    assert "old" in book.seen and "old" in ids.seen  # kept for the horizon after it was seen
+
+
 def test_a_payment_late_for_closed_windows_is_kept_but_not_counted() -> None:
     book = AccountBook()
     at = T0

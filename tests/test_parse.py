@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from datetime import UTC, datetime
+from typing import Any, Dict, Set
 
 import apache_beam as beam
 import pytest
@@ -20,6 +21,7 @@ from transforms.parse import (
     ParseTransactions,
     parse_amount_minor,
     parse_event_time_us,
+    parse_or_dead_letter,
     parse_payment,
 )
 
@@ -112,6 +114,19 @@ def test_transaction_id_is_kept_on_errors() -> None:
     assert err.value.transaction_id == "txn-0001"
 
 
+def test_a_card_number_sent_as_the_transaction_id_is_masked_in_the_dead_letter() -> None:
+    """Found by the bad-input test through Kafka: the dead letter kept the raw card number in
+    its transaction_id column (the masked payload beside it was masked)."""
+    for txn_id in ("4111111111111111", "4111 1111 1111 1111", "card 4111-1111-1111-1111", "jo@example.com"):
+        letter = parse_or_dead_letter(raw(good(transaction_id=txn_id, amount="-1")), SRC, NOW_US, 300_000_000)
+        kept_id = letter.transaction_id or ""
+        assert "4111" * 3 not in kept_id.replace(" ", "").replace("-", "") and "jo@" not in kept_id
+        if txn_id.isdigit():  # an id the parser keeps: kept masked
+            assert kept_id == "****-****-****-1111"
+    kept = parse_or_dead_letter(raw(good(amount="-1")), SRC, NOW_US, 300_000_000)
+    assert kept.transaction_id == "txn-0001"
+
+
 def test_event_time_offsets_are_normalised_to_utc() -> None:
     assert parse_event_time_us("2026-11-24T11:00:05.250+01:00") == parse_event_time_us(
         "2026-11-24T10:00:05.250Z"
@@ -151,6 +166,48 @@ def test_arbitrary_objects_never_raise_anything_but_parse_error(obj: Dict[str, A
         parse_payment(json.dumps(merged).encode(), SRC, NOW_US)
     except ParseError as err:
         assert err.reason
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (None, {"invalid_type"}),  # a null Kafka value
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, {"invalid_json"}),  # deeper than any parser
+        # below the interpreter's recursion limit: refused the same way, whatever the stack
+        (b'{"a": ' * 990 + b"1" + b"}" * 990, {"invalid_json"}),
+        (b'{"a": ' * 33 + b"1" + b"}" * 33, {"invalid_json"}),
+        (b'{"a": "' + b"{" * 5000 + b'"}', {"missing_field"}),  # brackets in a string: flat
+        (b"[" * 50_000 + b"]" * 50_000, {"invalid_json"}),
+    ],
+)
+def test_dead_letter_of_a_null_or_a_deeply_nested_payload(payload: Any, reason: Set[str]) -> None:
+    """The dead letter's masked copy is made without raising (it once raised TypeError on a
+    null value, RecursionError on deep nesting, out of ``parse_or_dead_letter``)."""
+    letter = parse_or_dead_letter(payload, SRC, NOW_US, 300_000_000)
+    assert letter.reason in reason and len(letter.masked_payload) <= 4096 + len("...[truncated]")
+
+
+def test_a_payment_dated_after_its_kafka_record_is_in_the_future() -> None:
+    """Dated more than the skew after the record's timestamp (its sending), it is refused,
+    however far the wall clock is ahead (a topic read days later)."""
+    sent_ms = 1_795_000_000_000  # a week before NOW_US
+    at = lambda s: datetime.fromtimestamp(sent_ms / 1000 + s, UTC).isoformat()  # noqa: E731
+    src = SourceRef("payments", 0, 1, "acct-1", sent_ms)
+    assert (
+        parse_payment(raw(good(event_time=at(299))), src, NOW_US).event_time_us == (sent_ms + 299_000) * 1000
+    )
+    with pytest.raises(ParseError) as err:
+        parse_payment(raw(good(event_time=at(301))), src, NOW_US)
+    assert err.value.reason == "event_time_in_future"
+    # no record timestamp, or one after the wall clock: the wall clock decides
+    assert parse_payment(raw(good(event_time=at(3600))), SourceRef("p", 0, 1), NOW_US)
+    later = SourceRef("p", 0, 1, None, NOW_US // 1000 + 86_400_000)
+    with pytest.raises(ParseError):
+        parse_payment(
+            raw(good(event_time=datetime.fromtimestamp(NOW_US / 1e6 + 400, UTC).isoformat())),
+            later,
+            NOW_US,
+        )
 
 
 def test_composite_routes_good_and_bad() -> None:

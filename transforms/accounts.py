@@ -103,8 +103,9 @@ class IdBook:
     """The ids of a shard of transaction ids: the first copy's fingerprint and account.
 
     Catches a copy sent again with a *different* account, which the account's own book
-    cannot see. ``clock_us`` is the latest event time the shard has seen; ids older than
-    ``horizon_us`` behind it are forgotten (in ``prune``) and no longer caught.
+    cannot see. ``clock_us`` is the latest event time the shard has seen; an id is
+    remembered until the clock is ``horizon_us`` past the clock when it was seen, then
+    forgotten (in ``prune``) and no longer caught.
     """
 
     __slots__ = ("seen", "clock_us")
@@ -119,7 +120,7 @@ class IdBook:
             self.clock_us = event_time_us
         if first is not None and first[1] >= self.clock_us - horizon_us:
             return DUPLICATE if first[0] == fingerprint else CONFLICT
-        self.seen[txn_id] = (fingerprint, event_time_us)
+        self.seen[txn_id] = (fingerprint, self.clock_us)  # as AccountBook: from when it was seen
         return NEW
 
     def prune(self, horizon_us: int) -> None:
@@ -144,7 +145,8 @@ class AccountBook:
     __slots__ = ("seen", "history", "held", "runs", "clock_us")
 
     def __init__(self) -> None:
-        self.seen: Dict[str, Tuple[str, int]] = {}  # transaction id -> (fingerprint, event time)
+        # transaction id -> (fingerprint, the clock when it was seen: its event time or later)
+        self.seen: Dict[str, Tuple[str, int]] = {}
         self.history = AccountHistory()
         self.held: List[_Held] = []  # sorted; only payments an open window can hold
         self.runs: List[List[Any]] = []  # [first start, last start, alert id] of alerted runs
@@ -171,7 +173,9 @@ class AccountBook:
         first = self.seen.get(txn.transaction_id)
         if first is not None and first[1] >= clock - horizon_us:
             return (DUPLICATE if first[0] == fingerprint else CONFLICT), None, None
-        self.seen[txn.transaction_id] = (fingerprint, at)
+        # remembered for the horizon from when it was seen: a payment dated long before the
+        # clock (late, or a copy with its date damaged) is still caught when sent again
+        self.seen[txn.transaction_id] = (fingerprint, max(at, clock))
         history = self.history
         if history.last_event_time_us is not None and at - history.last_event_time_us > history_ttl_us:
             history = self.history = AccountHistory()  # idle longer than the TTL: a fresh history

@@ -6,6 +6,7 @@ import hashlib
 from typing import Optional
 
 from schemas.records import DeadLetter, SourceRef
+from transforms.masking import mask_identifier
 
 __all__ = ["DEAD_LETTER_TAG", "make_dead_letter"]
 
@@ -23,8 +24,10 @@ def make_dead_letter(
     """A dead letter whose id depends only on where it came from and why.
 
     A replay of the same input gives the same ``dead_letter_id``, so the sinks
-    can write idempotently.
+    can write idempotently. The transaction id is kept unless it holds what could be a
+    card number or an email: then it is masked as free text is.
     """
+    transaction_id = mask_identifier(transaction_id)
     ident = "|".join(
         (stage, reason, source.topic, str(source.partition), str(source.offset), transaction_id or "")
     )

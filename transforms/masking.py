@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import apache_beam as beam
 
@@ -31,6 +31,7 @@ __all__ = [
     "Tokenizer",
     "load_key",
     "mask_email",
+    "mask_identifier",
     "mask_pan",
     "mask_phone",
     "mask_record",
@@ -164,6 +165,14 @@ def _mask_value(key: str, value: Any) -> Any:
     return value
 
 
+def mask_identifier(value: Optional[str]) -> Optional[str]:
+    """An identifier as a dead letter may keep it: as it is, unless it holds what could be
+    a card number or an email (a payload that put one where its id belongs)."""
+    if value is None or _is_safe_scalar(value):
+        return value
+    return mask_text(str(value))
+
+
 def mask_record(record: dict[str, Any]) -> dict[str, Any]:
     """Mask a (possibly invalid) payment object field by field. Idempotent.
 
@@ -181,16 +190,25 @@ def mask_record(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def masked_payload_text(raw: bytes, limit: int = 4096) -> str:
-    """A masked, truncated, printable copy of a raw payload for dead letters."""
-    text = raw[: limit * 4].decode("utf-8", errors="replace")
+def masked_payload_text(raw: Any, limit: int = 4096) -> str:
+    """A masked, truncated, printable copy of a raw payload for dead letters.
+
+    Never raises: a payload that is not bytes (a null Kafka value) is empty text, and one
+    nested too deep to decode or mask as JSON is masked as text."""
+    if not isinstance(raw, (bytes, bytearray)):
+        return ""
+    text = bytes(raw[: limit * 4]).decode("utf-8", errors="replace")
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
+    masked: Optional[str] = None
     if isinstance(obj, dict):
-        masked = json.dumps(mask_record(obj), sort_keys=True, ensure_ascii=False)
-    else:
+        try:
+            masked = json.dumps(mask_record(obj), sort_keys=True, ensure_ascii=False)
+        except RecursionError:
+            masked = None
+    if masked is None:
         masked = mask_text(text)
     if len(masked) > limit:
         masked = masked[:limit] + "...[truncated]"

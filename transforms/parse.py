@@ -191,9 +191,42 @@ _TEXT_FIELDS = re.compile(
 )
 
 
+MAX_NESTING = 32  # a payment is one flat object; JSON nested deeper is refused as invalid
+
+
+def _nesting(text: str) -> int:
+    """How deep ``text``'s arrays and objects nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in "}]":
+            depth -= 1
+    return deepest
+
+
 def _decode_json(text: str) -> Any:
     """``json.loads(text)`` with decimals as ``Decimal``: the C scanner straight away on a
-    value that fills the text, ``JSONDecoder.decode`` (its exact errors) otherwise."""
+    value that fills the text, ``JSONDecoder.decode`` (its exact errors) otherwise.
+
+    Nesting deeper than ``MAX_NESTING`` is a ``ValueError`` whatever the stack allows (the
+    decoder's own limit is the interpreter's recursion limit, less the stack in use: the
+    same payload would decode in one worker and not in another). Only a text with more
+    than that many brackets is scanned for it."""
+    if text.count("{") + text.count("[") > MAX_NESTING and _nesting(text) > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING}")
     try:
         obj, end = _SCAN(text, 0)
     except (StopIteration, ValueError):
@@ -209,7 +242,16 @@ def parse_payment(
     now_us: int,
     max_future_skew_us: int = 300_000_000,
 ) -> Transaction:
-    """Validate one payload. Raises ``ParseError`` and nothing else for bad input."""
+    """Validate one payload. Raises ``ParseError`` and nothing else for bad input.
+
+    The event time may lie at most ``max_future_skew_us`` after ``now_us``, or after the
+    Kafka record's timestamp when that is earlier: a payment is not dated after it was
+    sent. (A payment dated days ahead of its neighbours would otherwise move its
+    account's clock, and dedup, which remembers ids for a horizon of that clock, would
+    forget the copies of the payments before it.)"""
+    sent_ms = source.timestamp_ms
+    if sent_ms is not None and 0 < sent_ms * 1000 < now_us:
+        now_us = sent_ms * 1000
     if not isinstance(raw, (bytes, bytearray)):
         raise ParseError("invalid_type", "payload is not bytes")
     if len(raw) > MAX_PAYLOAD_BYTES:

@@ -44,6 +44,12 @@ METRICS: Dict[str, Tuple[str, str, Tuple[str, ...], Tuple[float, ...]]] = {
     "fraud_alerts": ("counter", "Velocity fraud alerts raised", (), ()),
     "sink_rows": ("counter", "Rows written, by sink table", ("table",), ()),
     "sink_errors": ("counter", "Failed sink writes, by sink table", ("table",), ()),
+    "sink_rows_present": (
+        "counter",
+        "Rows a sink found already written and left as they were (a replay after a restore)",
+        ("table",),
+        (),
+    ),
     "sink_write_seconds": ("histogram", "Duration of one batched sink write", ("table",), _WRITE_BUCKETS),
     "end_to_end_latency_seconds": (
         "histogram",

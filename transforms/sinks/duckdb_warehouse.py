@@ -5,7 +5,7 @@ BigQuery tables). Payments go in as records, column by column
 (``WriteTransactionsToDuckDB``), alerts and dead letters as rows. Rows are written in one
 batch per bundle with
 ``INSERT OR IGNORE`` on the primary key, so a replay of the same input leaves
-the same rows. DuckDB allows one writing process per file: this sink is for
+the same rows; the rows found already there are counted (``sink_rows_present``). DuckDB allows one writing process per file: this sink is for
 runners that execute in one process (the DirectRunner); distributed runs use
 BigQuery.
 """
@@ -177,13 +177,18 @@ class _WriteTransactionsFn(beam.DoFn):
 
 def _insert(conn: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table, table: str) -> None:
     """One batch into its table, under the process's DuckDB lock; a failure is counted and
-    raised (the runner retries the bundle)."""
+    raised (the runner retries the bundle). Rows whose key the table already holds are
+    left as they are, and counted in ``sink_rows_present``: a replay after a restore, or
+    an id sent again after the dedup horizon had forgotten it."""
     with _LOCK:
         cursor = conn.cursor()
         try:
             cursor.register("paystream_batch", batch)
-            cursor.execute(sql)
+            inserted = cursor.execute(sql).fetchone()
             cursor.unregister("paystream_batch")
+            present = batch.num_rows - (int(inserted[0]) if inserted else batch.num_rows)
+            if present > 0:
+                telemetry.count("sink_rows_present", present, table=table)
         except Exception:
             telemetry.count("sink_errors", table=table)
             raise

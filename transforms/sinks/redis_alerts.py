@@ -345,6 +345,8 @@ class _WriteAlertsFn(beam.DoFn):
                 "end_to_end_latency_seconds", (now_us - alert.crossing_txn_time_us) / 1e6, table=TABLE
             )
         new = sum(1 for r in results if r == 1)
+        if new < len(batch):  # replayed after a restore, or a retried write that had landed
+            telemetry.count("sink_rows_present", len(batch) - new, table=TABLE)
         _LOG.debug("redis alerts: %d written, %d already present", new, len(batch) - new)
 
 

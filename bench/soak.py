@@ -1,0 +1,337 @@
+"""The soak: the live simulator at a steady rate for a long time, measured each minute.
+
+    python -m bench.soak [--rate 2000] [--minutes 30] [--warmup-minutes 5]
+
+A local Kafka broker, a local redis-server, ``python -m beam_pipeline`` streaming on local
+Flink (parallelism 2, DuckDB warehouse, Redis alerts, the defaults), and the live
+simulator sending ``--rate`` payments/s (``bench/live.py``: ``LiveRun``). Each minute:
+
+* **RSS of each process** (peak in the minute): the pipeline's driver with its Python
+  workers, its Flink JVM (the job server), the Kafka broker, redis-server, and this
+  process (the simulator and the alert reader);
+* **consumer lag**: payments Kafka acknowledged minus payments the pipeline read (max and
+  at the minute's end);
+* **alert latency**: from Kafka's acknowledgement of a burst's crossing payment to its alert
+  read from ``paystream:alerts:stream`` (p50, p95, p99, max), with the same reader's
+  ``XADD``->``XREAD`` time beside it as the floor (measured in this process first).
+
+At the end the run drains and is checked against the ground truth (every valid payment
+stored once, every burst alerted once). Verdicts: RSS of the whole set within +/-10 % of
+its median after the first ``--warmup-minutes``; lag bounded (its slope over the second
+half under 1 % of the rate); alert p99 of the whole run after the warm-up within 250 ms.
+
+Writes ``bench/results/soak.json`` and the plot ``bench/results/soak.png`` (matplotlib:
+RSS per process, lag, latency percentiles per minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import psutil
+
+from beam_pipeline.local_kafka import KafkaBroker
+from bench.live import LiveRun, Phase, _slope, percentile, reference_xread_ms
+from bench.streaming import RedisServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+LATENCY_TARGET_MS = 250.0
+RSS_SPREAD_PCT = 10.0
+
+
+class ProcessRss:
+    """Samples the RSS of named processes every ``every_s``: (seconds, {name: bytes}).
+    ``roots`` maps a name to a function giving the pids that count for it now (a tree
+    is split: the pipeline's JVM apart from its Python)."""
+
+    def __init__(self, t0: float, every_s: float = 1.0) -> None:
+        self.samples: List[Tuple[float, Dict[str, int]]] = []
+        self._t0 = t0
+        self._every = every_s
+        self._names: Dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
+
+    def watch(self, name: str, pids: Any) -> None:
+        self._names[name] = pids
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            row: Dict[str, int] = {}
+            for name, pids in self._names.items():
+                total = 0
+                for pid in pids():
+                    try:
+                        total += psutil.Process(pid).memory_info().rss
+                    except psutil.Error:
+                        pass
+                row[name] = total
+            self.samples.append((time.monotonic() - self._t0, row))
+            self._stop.wait(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _pipeline_split(run: LiveRun) -> Tuple[Any, Any]:
+    """Two pid functions over the pipeline's tree: its Python processes, its JVMs."""
+
+    def tree() -> List[psutil.Process]:
+        if run.proc is None or run.proc.poll() is not None:
+            return []
+        try:
+            root = psutil.Process(run.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def is_java(proc: psutil.Process) -> bool:
+        try:
+            return "java" in os.path.basename(proc.exe() or proc.name())
+        except psutil.Error:
+            return False
+
+    return (lambda: [p.pid for p in tree() if not is_java(p)]), (
+        lambda: [p.pid for p in tree() if is_java(p)]
+    )
+
+
+def per_minute(
+    run: LiveRun, rss: ProcessRss, start_t: float, start_wall: float, minutes: int
+) -> List[Dict[str, Any]]:
+    """One row per whole minute of the steady phase."""
+    truth = run.producer.truth
+    arrived: Dict[str, float] = {}
+    for at, fields in run.reader.entries:
+        arrived.setdefault(fields["account_id"], at)
+    latency: Dict[int, List[float]] = {}
+    missing: Dict[int, int] = {}
+    for b in truth.bursts:
+        assert b.crossing_transaction_id is not None
+        acked = truth.sends.get(b.crossing_transaction_id, (0, 0))[1] / 1e6
+        m = int((acked - start_wall) // 60)
+        if not 0 <= m < minutes:
+            continue
+        if b.account_id in arrived:
+            latency.setdefault(m, []).append((arrived[b.account_id] - acked) * 1000)
+        else:
+            missing[m] = missing.get(m, 0) + 1
+    rows = []
+    for m in range(minutes):
+        lo, hi = start_t + 60 * m, start_t + 60 * (m + 1)
+        lag = [s["lag"] for s in run.samples if lo <= s["t"] < hi]
+        peaks: Dict[str, int] = {}
+        for t, row in rss.samples:
+            if lo <= t < hi:
+                for name, value in row.items():
+                    peaks[name] = max(peaks.get(name, 0), value)
+        lat = latency.get(m, [])
+        rows.append(
+            {
+                "minute": m + 1,
+                "rss_mb": {name: round(v / 2**20, 1) for name, v in peaks.items()},
+                "rss_total_mb": round(sum(peaks.values()) / 2**20, 1),
+                "lag_max": max(lag) if lag else None,
+                "lag_end": lag[-1] if lag else None,
+                "alerts": len(lat),
+                "missing": missing.get(m, 0),
+                "p50_ms": _r(percentile(lat, 50)),
+                "p95_ms": _r(percentile(lat, 95)),
+                "p99_ms": _r(percentile(lat, 99)),
+                "max_ms": _r(max(lat) if lat else None),
+            }
+        )
+    return rows
+
+
+def _r(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 1)
+
+
+def verdicts(
+    rows: List[Dict[str, Any]], rate: float, warmup_minutes: int, lag_slope: float, all_latency: List[float]
+) -> Dict[str, Any]:
+    after = [r["rss_total_mb"] for r in rows[warmup_minutes:] if r["rss_total_mb"]]
+    spread = None
+    if after:
+        mid = statistics.median(after)
+        spread = round(100 * max(abs(v - mid) for v in after) / mid, 1)
+    p99 = percentile(all_latency, 99)
+    return {
+        "rss_spread_pct": spread,
+        "rss_flat": spread is not None and spread <= RSS_SPREAD_PCT,
+        "lag_slope_per_s": round(lag_slope, 2),
+        "lag_bounded": abs(lag_slope) < 0.01 * rate,
+        "p99_ms": _r(p99),
+        "p99_met": p99 is not None and p99 <= LATENCY_TARGET_MS,
+    }
+
+
+def plot(result: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["minutes"]
+    minutes = [r["minute"] for r in rows]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+    names = sorted({n for r in rows for n in r["rss_mb"]})
+    for name in names:
+        axes[0].plot(minutes, [r["rss_mb"].get(name) for r in rows], marker=".", label=name)
+    axes[0].plot(minutes, [r["rss_total_mb"] for r in rows], color="black", linewidth=2, label="all")
+    axes[0].set_ylabel("peak RSS (MB)")
+    axes[0].legend(fontsize=8, ncol=3)
+    axes[0].axvline(result["warmup_minutes"] + 0.5, color="grey", linestyle=":")
+    axes[1].plot(minutes, [r["lag_max"] for r in rows], marker=".", label="max")
+    axes[1].plot(minutes, [r["lag_end"] for r in rows], marker=".", label="at the minute's end")
+    axes[1].set_ylabel("consumer lag (payments)")
+    axes[1].legend(fontsize=8)
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        axes[2].plot(minutes, [r[q] for r in rows], marker=".", label=q.split("_")[0])
+    axes[2].axhline(LATENCY_TARGET_MS, color="red", linestyle="--", label="target 250 ms")
+    axes[2].axhline(result["reference"]["p99_ms"] or 0, color="grey", linestyle=":", label="XADD->XREAD p99")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("alert latency (ms)")
+    axes[2].set_xlabel("minute")
+    axes[2].legend(fontsize=8)
+    v = result["verdicts"]
+    fig.suptitle(
+        f"soak: {result['rate']:,.0f} payments/s for {result['minutes_run']} min | RSS +/-{v['rss_spread_pct']} % "
+        f"after min {result['warmup_minutes']} | lag slope {v['lag_slope_per_s']}/s | alert p99 {v['p99_ms']} ms"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def soak(
+    rate: float, minutes: int, warmup_minutes: int, pipeline_args: List[str], seed: int
+) -> Dict[str, Any]:
+    work = tempfile.mkdtemp(prefix="paystream-soak-")
+    print(f"work dir: {work}", flush=True)
+    with KafkaBroker() as broker, RedisServer() as redis_url:
+        reference = reference_xread_ms(redis_url)
+        print(
+            f"reference XADD->XREAD: p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms", flush=True
+        )
+        run = LiveRun(broker, redis_url, work, pipeline_args, seed=seed)
+        rss = ProcessRss(run.t0)
+        python, jvm = _pipeline_split(run)
+        rss.watch("pipeline Python", python)
+        rss.watch("pipeline JVM (Flink)", jvm)
+        broker_pid = broker.pid
+        rss.watch("Kafka broker", lambda: [broker_pid] if broker_pid else [])
+        redis_proc = psutil.Process(os.getpid()).children()  # redis-server, started just now
+        redis_pids = [p.pid for p in redis_proc if "redis" in p.name()]
+        rss.watch("redis-server", lambda: redis_pids)
+        rss.watch("simulator + reader", lambda: [os.getpid()])
+        try:
+            run.start()
+            rss.start()
+            run.warm_up()
+            start_t, start_wall = time.monotonic() - run.t0, time.time()
+            run.phase(Phase(rate, minutes * 60))
+            run.drain(timeout_s=600)
+        except BaseException:
+            run.abort()
+            rss.stop()
+            raise
+        res = run.finish()
+        rss.stop()
+    rows = per_minute(run, rss, start_t, start_wall, minutes)
+    steady = [
+        s for s in run.samples if s["t"] >= start_t + 60 * warmup_minutes and s["t"] < start_t + 60 * minutes
+    ]
+    half = steady[len(steady) // 2 :]
+    lag_slope = _slope([(s["t"], s["lag"]) for s in half])
+    all_latency: List[float] = []
+    truth = res.truth
+    assert truth is not None
+    arrived: Dict[str, float] = {}
+    for at, fields in res.alerts:
+        arrived.setdefault(fields["account_id"], at)
+    for b in truth.bursts:
+        acked = truth.sends.get(b.crossing_transaction_id or "", (0, 0))[1] / 1e6
+        if start_wall + 60 * warmup_minutes <= acked < start_wall + 60 * minutes and b.account_id in arrived:
+            all_latency.append((arrived[b.account_id] - acked) * 1000)
+    return {
+        "rate": rate,
+        "minutes_run": minutes,
+        "warmup_minutes": warmup_minutes,
+        "pipeline_args": pipeline_args,
+        "reference": reference,
+        "minutes": rows,
+        "verdicts": verdicts(rows, rate, warmup_minutes, lag_slope, all_latency),
+        "exact": res.exact,
+    }
+
+
+def report(result: Dict[str, Any]) -> None:
+    rows = result["minutes"]
+    names = sorted({n for r in rows for n in r["rss_mb"]})
+    short = {n: n.split(" (")[0][:16] for n in names}
+    print("\nper minute (RSS: peak MB in the minute; lag: payments; latency: ms)")
+    print(
+        f"{'min':>3} "
+        + " ".join(f"{short[n]:>16}" for n in names)
+        + f" {'all':>7} {'lag max':>8} {'lag end':>8} {'alerts':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6}"
+    )
+
+    def f(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:,.0f}"
+
+    for r in rows:
+        print(
+            f"{r['minute']:>3} "
+            + " ".join(f"{f(r['rss_mb'].get(n)):>16}" for n in names)
+            + f" {f(r['rss_total_mb']):>7} {f(r['lag_max']):>8} {f(r['lag_end']):>8} {r['alerts']:>6} "
+            f"{f(r['p50_ms']):>6} {f(r['p95_ms']):>6} {f(r['p99_ms']):>6} {f(r['max_ms']):>6}"
+        )
+    v, ref, e = result["verdicts"], result["reference"], result["exact"]
+    print(
+        f"\nreference, same reader: XADD->XREAD p50 {ref['p50_ms']} ms, p99 {ref['p99_ms']} ms\n"
+        f"RSS after minute {result['warmup_minutes']}: within +/-{v['rss_spread_pct']} % of its median "
+        f"({'meets' if v['rss_flat'] else 'misses'} +/-{RSS_SPREAD_PCT:.0f} %)\n"
+        f"lag slope over the second half: {v['lag_slope_per_s']:+.2f} payments/s "
+        f"({'bounded' if v['lag_bounded'] else 'growing'})\n"
+        f"alert p99 after minute {result['warmup_minutes']}: {v['p99_ms']} ms "
+        f"({'meets' if v['p99_met'] else 'misses'} {LATENCY_TARGET_MS:.0f} ms)\n"
+        f"exact: {'yes' if e['ok'] else 'NO'} (rows {e['rows']:,} of {e['valid']:,}, missing {e['rows_missing']}, "
+        f"twice {e['rows_twice']}; bursts {e['bursts']}: once {e['redis_alerted_once']}, false {e['redis_false']})"
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--warmup-minutes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--paystream-args", default="", help="extra pipeline flags, space-separated")
+    parser.add_argument("--json", default=os.path.join(RESULTS, "soak.json"))
+    parser.add_argument("--png", default=os.path.join(RESULTS, "soak.png"))
+    args = parser.parse_args(argv)
+    result = soak(args.rate, args.minutes, args.warmup_minutes, args.paystream_args.split(), args.seed)
+    report(result)
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    plot(result, args.png)
+    print(f"wrote {args.json} and {args.png}")
+
+
+if __name__ == "__main__":
+    main()
