@@ -20,7 +20,12 @@ warehouse and the Redis stream are checked against the ground truth: every valid
 payment stored once, every malformed one dead-lettered with its reason, every burst
 alerted exactly once, and no other alert.
 
-Used by ``bench/streaming.py --live`` / ``--memory`` and by ``tests/test_live.py``.
+The steps are ``LiveRun``'s, for a caller to put something between them: the fault
+tests (``tests/test_faults.py``) kill the pipeline's tree and start it again, restart the
+broker, take Redis away.
+
+Used by ``bench/streaming.py --live`` / ``--memory``, ``bench/soak.py``,
+``tests/test_live.py`` and ``tests/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -213,10 +218,16 @@ class LiveRun:
     started again with the same flags), the live simulator, the alert reader.
 
     ``run_live`` is the usual sequence (start, warm up, phases, drain, finish); the fault
-    tests put their faults between the steps. With ``topic``, the pipeline reads that
-    topic (already filled by the caller) and the live simulator is not used. The pipeline's flags are fixed at the start,
-    so a pipeline started again after ``kill()`` is the same command (with
-    ``--checkpoint_dir`` among ``pipeline_args``, it restores the last checkpoint).
+    tests put their faults between the steps. The pipeline's flags are fixed at the
+    start, so a pipeline started again after ``kill()`` is the same command (with
+    ``--checkpoint_dir`` among ``pipeline_args``, it restores the last checkpoint). With
+    ``topic``, the pipeline reads that topic, filled by the caller, and the live
+    simulator is not started.
+
+    ``samples`` (one a second) carry ``lag``: payments acknowledged minus payments read;
+    once the pipeline has been started again, it re-reads from its checkpoint, and ``lag``
+    is then the topic's end minus the group's committed offsets (committed at each
+    checkpoint).
     """
 
     def __init__(
