@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 import pytest
@@ -47,6 +47,24 @@ CHECKPOINT_MS = 2000
 def broker() -> Iterator[KafkaBroker]:
     with KafkaBroker() as b:
         yield b
+
+
+def _live_run(broker: KafkaBroker, redis_url: str, tmp_path: Any, seed: int, ckdir: Optional[str]) -> LiveRun:
+    """A live run for a fault test: warm-up at 200/s, a burst every 40 payments, checkpoints
+    every 2 s (kept in ``ckdir``, when given, for a restart to restore)."""
+    args = [f"--checkpointing_interval={CHECKPOINT_MS}"]
+    if ckdir is not None:
+        args.append(f"--checkpoint_dir={ckdir}")
+    return LiveRun(
+        broker,
+        redis_url,
+        str(tmp_path),
+        args,
+        seed=seed,
+        warmup_rate=200,
+        live=LiveConfig(seed=seed, burst_every=40),
+        verbose=False,
+    )
 
 
 def _assert_exact(res: LiveResult) -> None:
@@ -139,16 +157,7 @@ def test_hard_kill_at_three_points_then_restore(broker: KafkaBroker, tmp_path: A
     ckdir = str(tmp_path / "checkpoints")
     kills: List[Dict[str, Any]] = []
     with RedisServer() as redis_url:
-        run = LiveRun(
-            broker,
-            redis_url,
-            str(tmp_path),
-            [f"--checkpoint_dir={ckdir}", f"--checkpointing_interval={CHECKPOINT_MS}"],
-            seed=11,
-            warmup_rate=200,
-            live=LiveConfig(seed=11, burst_every=40),
-            verbose=False,
-        )
+        run = _live_run(broker, redis_url, tmp_path, 11, ckdir)
         try:
             run.start()
             run.warm_up()
@@ -196,16 +205,7 @@ def test_broker_stopped_for_30_s(tmp_path: Any) -> None:
     simulator's idempotent producer resends what was not acknowledged, and once the
     broker is back the run drains: exact."""
     with KafkaBroker() as own, RedisServer() as redis_url:
-        run = LiveRun(
-            own,
-            redis_url,
-            str(tmp_path),
-            [f"--checkpointing_interval={CHECKPOINT_MS}"],
-            seed=12,
-            warmup_rate=200,
-            live=LiveConfig(seed=12, burst_every=40),
-            verbose=False,
-        )
+        run = _live_run(own, redis_url, tmp_path, 12, None)
         try:
             run.start()
             run.warm_up()
@@ -239,16 +239,7 @@ def test_redis_down_for_2_minutes(broker: KafkaBroker, tmp_path: Any) -> None:
     server = RedisServer(durable=True)
     redis_url = server.start()
     ckdir = str(tmp_path / "checkpoints")
-    run = LiveRun(
-        broker,
-        redis_url,
-        str(tmp_path),
-        [f"--checkpoint_dir={ckdir}", f"--checkpointing_interval={CHECKPOINT_MS}"],
-        seed=13,
-        warmup_rate=200,
-        live=LiveConfig(seed=13, burst_every=40),
-        verbose=False,
-    )
+    run = _live_run(broker, redis_url, tmp_path, 13, ckdir)
     try:
         run.start()
         run.warm_up()

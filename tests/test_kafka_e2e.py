@@ -25,6 +25,7 @@ import duckdb
 import pytest
 
 from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
+from bench.live import committed_and_end
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 
@@ -269,21 +270,6 @@ class _StreamingRun:
         return self.text()[-3000:]
 
 
-def _committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int, int]:
-    """The group's committed offsets and the topic's end, summed over partitions."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-        committed = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=15))
-        end = sum(consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in parts)
-        return committed, end
-    finally:
-        consumer.close()
-
-
 def _streaming_args(broker: KafkaBroker, topic: str, group: str, warehouse: str) -> List[str]:
     """A streaming run on local Flink. The simulator packs about 17 minutes of event time into
     seconds of sending, and a reader that has caught up moves its watermark to the wall clock
@@ -321,7 +307,7 @@ def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_pa
         assert report.get("produced") == N_EVENTS and report.get("failed") == 0, report
 
         def drained() -> bool:
-            committed, end = _committed_and_end(broker, topic, "streaming")
+            committed, end = committed_and_end(broker, topic, "streaming")
             alerts = run.counters().get('sink_rows{table="fraud_velocity_alerts"}', 0)
             return committed == end and run.settled(N_EVENTS) and alerts >= len(truth.bursts)
 
@@ -378,7 +364,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
         first.wait_for(
             lambda: (
                 first.counters().get('sink_rows{table="payment_transactions"}', 0) >= RESTART_EVENTS // 4
-                and _committed_and_end(broker, topic, "restart")[0] > 0
+                and committed_and_end(broker, topic, "restart")[0] > 0
             ),
             600,
             "a quarter of the rows stored and a committed checkpoint",
@@ -388,7 +374,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
     assert report["produced"] == RESTART_EVENTS and report["failed"] == 0, report
     truth = producer.truth
     assert truth is not None
-    committed, end = _committed_and_end(broker, topic, "restart")
+    committed, end = committed_and_end(broker, topic, "restart")
     assert 0 < committed and end == RESTART_EVENTS, (committed, end)
     rows_before = _stored(warehouse, "payment_transactions")
     alerts_before = _stored(warehouse, "fraud_velocity_alerts")
@@ -401,7 +387,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
         def drained() -> bool:
             c = second.counters()
             return (
-                _committed_and_end(broker, topic, "restart")[0] == end
+                committed_and_end(broker, topic, "restart")[0] == end
                 and c.get('sink_rows{table="payment_transactions"}', 0) >= rows_left
                 and c.get('sink_rows{table="fraud_velocity_alerts"}', 0) >= alerts_left
             )

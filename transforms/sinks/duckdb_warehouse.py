@@ -3,11 +3,10 @@
 Tables and views are created from ``schemas/`` (the same definitions as the
 BigQuery tables). Payments go in as records, column by column
 (``WriteTransactionsToDuckDB``), alerts and dead letters as rows. Rows are written in one
-batch per bundle with
-``INSERT OR IGNORE`` on the primary key, so a replay of the same input leaves
-the same rows; the rows found already there are counted (``sink_rows_present``). DuckDB allows one writing process per file: this sink is for
-runners that execute in one process (the DirectRunner); distributed runs use
-BigQuery.
+batch per bundle with ``INSERT OR IGNORE`` on the primary key, so a replay of the same
+input leaves the same rows; the rows found already there are counted
+(``sink_rows_present``). DuckDB allows one writing process per file: this sink is for
+runners that execute in one process (the DirectRunner); distributed runs use BigQuery.
 """
 
 from __future__ import annotations
