@@ -341,7 +341,7 @@ def test_shard_lists_of_one_record_class_travel_as_columns(traffic: List[bytes])
     txns = ShardRecords()
     for i, payload in enumerate(traffic[:500]):
         try:
-            txns.append(parse_payment(payload, SourceRef._make(("file:x", 0, i, None)), 2**62))
+            txns.append(parse_payment(payload, SourceRef._make(("file:x", 0, i, None, None)), 2**62))
         except ParseError:
             pass
     masked = ShardRecords(mask_transaction(t, Tokenizer(b"k" * 32)) for t in txns)
