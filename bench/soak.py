@@ -177,11 +177,10 @@ def rss_spread(rows: List[Dict[str, Any]], after_minutes: int) -> Optional[float
     return round(100 * max(abs(v - mid) for v in after) / mid, 1)
 
 
-def verdicts(
-    rows: List[Dict[str, Any]], rate: float, warmup_minutes: int, lag_slope: float, all_latency: List[float]
-) -> Dict[str, Any]:
+def rss_verdicts(rows: List[Dict[str, Any]], warmup_minutes: int) -> Dict[str, Any]:
+    """The pipeline's RSS spread after the warm-up, whether it is flat, and the first minute
+    after which it is."""
     spread = rss_spread(rows, warmup_minutes)
-    p99 = percentile(all_latency, 99)
     flat_from = next(
         (m for m in range(len(rows)) if (s := rss_spread(rows, m)) is not None and s <= RSS_SPREAD_PCT),
         None,
@@ -190,6 +189,15 @@ def verdicts(
         "rss_spread_pct": spread,
         "rss_flat": spread is not None and spread <= RSS_SPREAD_PCT,
         "rss_flat_after_minute": flat_from,
+    }
+
+
+def verdicts(
+    rows: List[Dict[str, Any]], rate: float, warmup_minutes: int, lag_slope: float, all_latency: List[float]
+) -> Dict[str, Any]:
+    p99 = percentile(all_latency, 99)
+    return {
+        **rss_verdicts(rows, warmup_minutes),
         "lag_slope_per_s": round(lag_slope, 2),
         "lag_bounded": abs(lag_slope) < 0.01 * rate,
         "p99_ms": _r(p99),
@@ -353,13 +361,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.replot:
         with open(args.json, encoding="utf-8") as handle:
             result = json.load(handle)
-        rows, v = result["minutes"], result["verdicts"]
-        v["rss_spread_pct"] = rss_spread(rows, result["warmup_minutes"])  # as this version weighs it
-        v["rss_flat"] = v["rss_spread_pct"] is not None and v["rss_spread_pct"] <= RSS_SPREAD_PCT
-        v["rss_flat_after_minute"] = next(
-            (m for m in range(len(rows)) if (s := rss_spread(rows, m)) is not None and s <= RSS_SPREAD_PCT),
-            None,
-        )
+        # the RSS verdicts as this version weighs them
+        result["verdicts"].update(rss_verdicts(result["minutes"], result["warmup_minutes"]))
         report(result)
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
