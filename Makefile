@@ -24,7 +24,7 @@ system-deps:
 # stand-in provider) from the module proxy; checkov and the BigQuery emulator in virtualenvs
 # of their own; all into .cache/.
 deps: system-deps
-	$(PYTHON) scripts/kafka_local.py fetch
+	$(PYTHON) -m paystream_dev fetch
 	bash scripts/go_tools.sh
 	PYTHON=$(PYTHON) bash terraform/tools.sh
 	PYTHON=$(PYTHON) bash scripts/bqemulator.sh
@@ -32,7 +32,7 @@ deps: system-deps
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy beam_pipeline transforms schemas simulator
+	$(PYTHON) -m mypy beam_pipeline transforms schemas simulator paystream_dev
 
 # The suite alone, for a machine where `make deps` has run.
 pytest:

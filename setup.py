@@ -14,7 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "bench*"]),
+    packages=find_packages(include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*", "bench*"]),
     package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
     install_requires=[
         BEAM,
@@ -44,5 +44,9 @@ setup(
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
-    entry_points={"console_scripts": ["paystream=beam_pipeline.__main__:main"]},
+    entry_points={
+        "console_scripts": ["paystream=beam_pipeline.__main__:main"],
+        # the development tooling, found by the pipeline without importing it (beam_pipeline/local_java.py)
+        "paystream.local_java": ["cache = paystream_dev.local_java:provider"],
+    },
 )

@@ -2,8 +2,9 @@
 
 ``ReadFromKafka`` is a Java cross-language transform. Without Docker its Java
 side runs in a Beam Java worker pool that we start (an EXTERNAL environment),
-with an expansion service built from Maven Central jars
-(``beam_pipeline.local_kafka``, ``docs/kafka-without-docker.md``): the same
+with an expansion service built from Maven Central jars (the
+``paystream.local_java`` provider, ``beam_pipeline.local_java``;
+``docs/kafka-without-docker.md``): the same
 recipe works on the DirectRunner and on Flink. Pass
 ``--kafka_expansion_service=HOST:PORT`` to use a running expansion service
 instead (a cluster's).
@@ -26,7 +27,7 @@ every checkpoint with offset commits on, and held the watermark at its
 minimum (``docs/kafka-without-docker.md``).
 
 A streaming Flink job run with ``--checkpoint_dir`` restores its last
-checkpoint when started again (``beam_pipeline.pipeline.flink_streaming_args``).
+checkpoint when started again (``beam_pipeline.profile.flink_streaming_args``).
 Restarts without a runner checkpoint (the DirectRunner, or a new Flink job
 without one) lose the velocity and dedup state. ``plan_read`` then
 rewinds the group's committed position by ``--kafka_replay_s`` of event time
@@ -39,16 +40,31 @@ again has the same ``alert_id``.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
 
+from beam_pipeline.local_java import local_java
+from beam_pipeline.options import PaystreamOptions
 from schemas.records import SourceRef
 from transforms.parse import RawPayload
 
-__all__ = ["KafkaPayloads", "ReadPlan", "consumer_config", "expansion_service", "plan_read"]
+__all__ = [
+    "KafkaPayloads",
+    "KafkaRun",
+    "NothingToRead",
+    "ReadPlan",
+    "commit_stop_offsets",
+    "consumer_config",
+    "expansion_service",
+    "kafka_replay_s",
+    "plan_read",
+]
+
+_LOG = logging.getLogger(__name__)
 
 
 def consumer_config(bootstrap_servers: str, group_id: str) -> Dict[str, str]:
@@ -202,36 +218,123 @@ def expansion_service(
     java_worker: Optional[str] = None,
     runner_native: bool = False,
 ) -> Any:
-    """The expansion service for ``ReadFromKafka``: a given address, or one of ours.
+    """The expansion service for ``ReadFromKafka``: a given address, or a local one.
 
-    Ours runs KafkaIO's Java side in a Beam Java worker pool (EXTERNAL
-    environment): the one at ``java_worker`` (HOST:PORT: on Kubernetes, the
-    TaskManager's Java worker-pool sidecar, baked into an application jar),
-    or else one we start here that lives as long as ``stack``.
-    ``runner_native``: the Flink runner's own Beam Java version expands the read
-    with ``use_deprecated_read`` (see the module docstring), and our worker pool
-    runs that version too.
+    A local one comes from the ``paystream.local_java`` provider
+    (``beam_pipeline.local_java``) and runs KafkaIO's Java side in a Beam Java worker
+    pool: the one at ``java_worker`` (HOST:PORT: on Kubernetes, the TaskManager's Java
+    worker-pool sidecar, baked into an application jar), or else one started here that
+    lives as long as ``stack``. ``runner_native``: the Flink runner's own Beam Java
+    version expands the read with ``use_deprecated_read`` (see the module docstring).
     """
     if address:
         return address
-    from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool
-    from beam_pipeline.local_kafka import expansion_service as local_expansion_service
+    return local_java().kafka_expansion_service(stack, java_worker, runner_native)
 
-    if runner_native:
-        if not java_worker:
-            # The runner's own Beam Java (2.62) runs KafkaIO's Java steps inside its JVM
-            # (EMBEDDED): no Java worker and no gRPC hop per record. Measured on the floor of
-            # bench/streaming.py (50,000 payments): 5,255/s through an EXTERNAL worker,
-            # 11,563/s embedded.
-            return local_expansion_service(
-                "EMBEDDED", None, jar=FLINK_EXPANSION_JAR, experiments=["use_deprecated_read"]
+
+def kafka_replay_s(opts: PaystreamOptions) -> float:
+    """How far before its committed offsets a run without a restored checkpoint starts."""
+    if opts.kafka_replay_s is not None:
+        return max(0.0, opts.kafka_replay_s)
+    return float(opts.velocity_window_s + opts.allowed_lateness_s)
+
+
+class NothingToRead(Exception):
+    """A bounded Kafka run found no records to read."""
+
+
+class KafkaRun:
+    """A run's Kafka read, as steps around the run: ``prepare`` before it (where the group
+    stands, how much to read, the expansion service), ``read`` in the graph, ``commit``
+    after it (where a bounded run stopped)."""
+
+    def __init__(
+        self, opts: PaystreamOptions, plan: Optional[ReadPlan], service: Any, native: bool, replay_s: float
+    ) -> None:
+        self.opts = opts
+        self.plan = plan
+        self.service = service
+        self.native = native
+        self.replay_s = replay_s
+
+    @classmethod
+    def prepare(
+        cls,
+        opts: PaystreamOptions,
+        stack: contextlib.ExitStack,
+        *,
+        resumed: bool,
+        flink_streaming: bool,
+        local_expansion: bool,
+    ) -> KafkaRun:
+        """``resumed``: the run restores a Flink checkpoint (its offsets and state: no
+        replay). ``flink_streaming``: the read is Flink's own (``runner_native``), unless an
+        expansion service is given. ``local_expansion``: the runner cannot expand KafkaIO
+        itself (every runner but Dataflow, whose workers run Beam's own Java container)."""
+        if not opts.kafka_bootstrap_servers:
+            raise ValueError("--source=kafka needs --kafka_bootstrap_servers=HOST:PORT")
+        replay_s = 0.0 if resumed else kafka_replay_s(opts)
+        plan: Optional[ReadPlan] = None
+        if opts.kafka_until_end or opts.kafka_max_num_records or replay_s > 0:
+            # Asks the broker where the group stands: not for an unbounded run without
+            # replay (e.g. building a Flink application jar, where no broker is at hand).
+            plan = plan_read(
+                opts.kafka_bootstrap_servers,
+                opts.kafka_topic,
+                opts.kafka_consumer_group,
+                replay_s,
+                None if opts.kafka_until_end else opts.kafka_max_num_records,
             )
-        return local_expansion_service(
-            "EXTERNAL", java_worker, jar=FLINK_EXPANSION_JAR, experiments=["use_deprecated_read"]
+        if plan is not None and plan.start_read_time_ms is not None:
+            _LOG.warning(
+                "group %s resumes %.0f s of event time before its committed offsets (--kafka_replay_s)",
+                opts.kafka_consumer_group,
+                replay_s,
+            )
+        if opts.kafka_until_end and plan is not None and plan.records_to_end == 0:
+            raise NothingToRead(f"group {opts.kafka_consumer_group} is at the end of {opts.kafka_topic}")
+        native = flink_streaming and not opts.kafka_expansion_service
+        service = None
+        if local_expansion:
+            service = expansion_service(
+                stack, opts.kafka_expansion_service, opts.kafka_java_worker_address, runner_native=native
+            )
+        return cls(opts, plan, service, native, replay_s)
+
+    @property
+    def total(self) -> Optional[int]:
+        """How many records the run reads, when it is bounded."""
+        if self.opts.kafka_until_end and self.plan is not None:
+            return self.plan.records_to_end
+        return self.opts.kafka_max_num_records
+
+    @property
+    def judge_until_us(self) -> Optional[int]:
+        """For a read that stops mid-topic: bursts the stream's watermark would not yet have
+        passed are left to the next run (which replays them, see ``--kafka_replay_s``)."""
+        if self.plan is None or self.plan.last_read_time_ms is None:
+            return None
+        return self.plan.last_read_time_ms * 1000 - self.opts.allowed_lateness_s * 1_000_000
+
+    def read(self) -> KafkaPayloads:
+        opts, plan = self.opts, self.plan
+        return KafkaPayloads(
+            opts.kafka_bootstrap_servers,
+            opts.kafka_topic,
+            opts.kafka_consumer_group,
+            expansion_service=self.service,
+            max_num_records=self.total,
+            start_read_time_ms=plan.start_read_time_ms if plan is not None else None,
+            runner_native=self.native,
         )
-    if not java_worker:
-        java_worker = stack.enter_context(JavaWorkerPool()).address
-    return local_expansion_service("EXTERNAL", java_worker)
+
+    def commit(self) -> None:
+        """After the run: a bounded run commits where it stopped (``commit_stop_offsets``)."""
+        opts = self.opts
+        if self.plan is not None and (opts.kafka_until_end or opts.kafka_max_num_records):
+            commit_stop_offsets(
+                opts.kafka_bootstrap_servers, opts.kafka_topic, opts.kafka_consumer_group, self.plan
+            )
 
 
 # ``ReadFromKafka``'s external configuration as the Flink runner's Beam Java (2.62) knows it:

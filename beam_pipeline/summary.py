@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
@@ -9,9 +10,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline.options import PaystreamOptions
-from schemas.rows import rfc3339_to_us
+from transforms.sinks import open_warehouse
 
-__all__ = ["build_summary", "counters", "print_summary", "score_alerts"]
+__all__ = ["build_summary", "counters", "ground_truth", "print_summary", "report", "score_alerts"]
 
 
 def counters(result: PipelineResult) -> Dict[str, int]:
@@ -55,36 +56,6 @@ def score_alerts(alerts: List[Tuple[str, int, int]], bursts: List[Any]) -> Dict[
     }
 
 
-def _warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
-    from transforms.sinks.duckdb_warehouse import connect
-
-    conn = connect(path).cursor()
-    try:
-        facts: Dict[str, Any] = {"path": path}
-        facts["rows"] = {
-            table: (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
-            for table in ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
-        }
-        facts["top_accounts"] = conn.execute(
-            "SELECT account_id, count(*) AS alerts, max(max_window_count) AS max_in_window "
-            "FROM fraud_velocity_alerts GROUP BY account_id ORDER BY alerts DESC, max_in_window DESC, "
-            "account_id LIMIT 5"
-        ).fetchall()
-        alerts = conn.execute(
-            "SELECT account_id, strftime(first_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), "
-            "strftime(crossing_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), transaction_ids "
-            "FROM fraud_velocity_alerts"
-        ).fetchall()
-        facts["alerts"] = [
-            (a, rfc3339_to_us(f), rfc3339_to_us(c))
-            for a, f, c, ids in alerts
-            if valid_ids is None or any(i in valid_ids for i in ids)
-        ]
-        return facts
-    finally:
-        conn.close()
-
-
 def build_summary(
     result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float
 ) -> Dict[str, Any]:
@@ -110,10 +81,8 @@ def build_summary(
     if elapsed_s > 0:
         summary["payments_per_s"] = round(summary["payments_read"] / elapsed_s, 1)
     valid_ids = set(truth.valid_transaction_ids) if truth is not None else None
-    if opts.warehouse.startswith("duckdb:"):
-        from transforms.sinks.duckdb_warehouse import parse_duckdb_target
-
-        facts = _warehouse_facts(parse_duckdb_target(opts.warehouse), valid_ids)
+    facts = open_warehouse(opts.warehouse).facts(valid_ids)
+    if facts is not None:
         summary["warehouse_rows"] = facts["rows"]
         summary["top_accounts"] = [
             {"account_id": a, "alerts": n, "max_in_window": m} for a, n, m in facts["top_accounts"]
@@ -177,7 +146,7 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
             )
             w(f"precision / recall  {d['precision']:.3f} / {d['recall']:.3f}\n")
     if "warehouse_rows" in s:
-        path = s["warehouse"].split(":", 1)[1]
+        path = open_warehouse(s["warehouse"]).describe()
         w("--- results ---\n")
         w(
             f"warehouse           {path}  (tables: "
@@ -188,8 +157,41 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
             f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
             '"SELECT * FROM v_dead_letters_by_reason"\n'
         )
-    elif s.get("warehouse", "").startswith("bigquery:"):
+    elif s.get("warehouse"):
         w("--- results ---\n")
         w(f"warehouse           {s['warehouse']}\n")
     w("\n")
     out.flush()
+
+
+def ground_truth(opts: PaystreamOptions) -> Tuple[Any, Optional[int]]:
+    """What the run should find, when it is known, and how many payments it reads: the
+    simulator's own (deterministic: the same payments the pipeline makes), or ``--truth``."""
+    from simulator.generator import GroundTruth, generate
+
+    if opts.source == "simulator":
+        from beam_pipeline.graph import simulator_config
+
+        config = simulator_config(opts)
+        _, truth = generate(config)
+        return truth, config.num_events
+    if opts.truth:
+        with open(opts.truth, encoding="utf-8") as handle:
+            return GroundTruth.from_json(json.load(handle)), None
+    return None, None
+
+
+def report(
+    result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float, runner: str
+) -> Optional[Dict[str, Any]]:
+    """The summary, printed (``--summary``) and written (``--summary_json``) as asked."""
+    if not (opts.summary or opts.summary_json):
+        return None
+    summary = build_summary(result, opts, truth, elapsed_s)
+    summary["runner"] = runner
+    if opts.summary:
+        print_summary(summary)
+    if opts.summary_json:
+        with open(opts.summary_json, "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2, sort_keys=True)
+    return summary

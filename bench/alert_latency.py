@@ -61,8 +61,8 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner  # 
 from apache_beam.testing.test_stream import TestStream  # noqa: E402
 from apache_beam.testing.test_stream_service import TestStreamServiceController  # noqa: E402
 
+from beam_pipeline.graph import build_graph, write_outputs  # noqa: E402
 from beam_pipeline.options import PaystreamOptions  # noqa: E402
-from beam_pipeline.pipeline import build_graph, write_outputs, write_redis  # noqa: E402
 from schemas.records import SourceRef  # noqa: E402
 from schemas.rows import rfc3339_to_us  # noqa: E402
 from simulator.generator import GeneratorConfig, generate  # noqa: E402
@@ -383,8 +383,7 @@ def run_rate(
             | "Entered" >> beam.ParDo(_Entered())
         )
         outputs = build_graph(raw, opts, key_path=key_file)
-        write_outputs(outputs, opts.warehouse)
-        write_redis(outputs, opts)
+        write_outputs(outputs, opts)
         result = p.run()
         result.wait_until_finish()
     finally:

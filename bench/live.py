@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from beam_pipeline.local_kafka import KafkaBroker, free_port
 from bench.streaming import TreeRss, _stop_tree, counters, kill_tree
+from paystream_dev.local_kafka import KafkaBroker, free_port
 from simulator.generator import GroundTruth
 from simulator.live import LiveConfig
 from simulator.producer import LiveProducer

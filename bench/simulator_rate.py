@@ -2,7 +2,7 @@
 
     python -m bench.simulator_rate [--rate 20000] [--seconds 15] [--partitions 4]
 
-Starts a KRaft broker (scripts/kafka_local.py), then in one process:
+Starts a KRaft broker (python -m paystream_dev), then in one process:
 
 1. reference: the same payloads produced as fast as the client allows (no pacing),
    the ceiling of this machine;
@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from beam_pipeline.local_kafka import KafkaBroker  # noqa: E402
+from paystream_dev.local_kafka import KafkaBroker  # noqa: E402
 from simulator.api import ControlServer  # noqa: E402
 from simulator.generator import GeneratorConfig, generate  # noqa: E402
 from simulator.producer import PaymentProducer, producer_config  # noqa: E402

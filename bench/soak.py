@@ -39,9 +39,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
-from beam_pipeline.local_kafka import KafkaBroker
 from bench.live import LiveRun, Phase, _slope, percentile, reference_xread_ms
 from bench.streaming import RedisServer
+from paystream_dev.local_kafka import KafkaBroker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")

@@ -11,7 +11,7 @@ local Flink (``bench/live.py`` says what is measured and how); each prints the f
 beside a reference measured in the same process: the time for an entry written with
 ``XADD`` to be read by the same ``XREAD`` reader (the floor of the measurement).
 
-One local Kafka broker (``beam_pipeline.local_kafka``), one topic of 2 partitions filled
+One local Kafka broker (``paystream_dev.local_kafka``), one topic of 2 partitions filled
 once by the simulator (``simulator.producer``: keyed by account, with its duplicates,
 malformed payloads and bursts), then each variant reads the whole topic with a consumer
 group of its own:
@@ -58,7 +58,7 @@ if ROOT not in sys.path:
 
 import psutil  # noqa: E402
 
-from beam_pipeline.local_kafka import KafkaBroker, free_port  # noqa: E402
+from paystream_dev.local_kafka import KafkaBroker, free_port  # noqa: E402
 from simulator.generator import GeneratorConfig, GroundTruth  # noqa: E402
 from simulator.producer import PaymentProducer  # noqa: E402
 

@@ -169,7 +169,7 @@ def textbook(path: str) -> Dict[str, Any]:
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.transforms.window import SlidingWindows, TimestampedValue
 
-    from beam_pipeline.pipeline import _runner
+    from beam_pipeline.profile import make_runner
     from transforms.masking import mask_email, mask_pan
     from transforms.parse import ParseError, parse_event_time_us
 
@@ -186,7 +186,7 @@ def textbook(path: str) -> Dict[str, Any]:
 
     options = PipelineOptions([])
     started, cpu_started = time.perf_counter(), time.process_time()
-    pipeline = beam.Pipeline(runner=_runner(options), options=options)
+    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
     (
         pipeline
         | beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
@@ -264,12 +264,12 @@ def paystream(path: str, workdir: str, variant: str) -> Dict[str, Any]:
 
 def _child(variant: str, path: str, workdir: str, out: str) -> None:
     if variant in ("lean", "kernels"):
-        # Both loops run with the collector tuned as in our local runs (``_quiet_gc``):
+        # Both loops run with the collector tuned as in our local runs (``quiet_gc``):
         # each keeps a record per payment, and Python's default thresholds would time
         # the collector walking them rather than the loop.
-        from beam_pipeline.pipeline import _quiet_gc
+        from beam_pipeline.profile import quiet_gc
 
-        with _quiet_gc():
+        with quiet_gc():
             result = lean(path) if variant == "lean" else kernels(path)
     elif variant == "textbook":
         result = textbook(path)

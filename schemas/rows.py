@@ -15,11 +15,16 @@ from __future__ import annotations
 import math
 import re
 from datetime import date
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .records import DeadLetter, EnrichedTransaction, FraudAlert
 
 __all__ = [
+    "ALERTS",
+    "DEAD_LETTERS",
+    "ROW_OF",
+    "TRANSACTIONS",
+    "event_time_of",
     "transaction_columns",
     "transaction_row",
     "alert_row",
@@ -259,3 +264,22 @@ def dead_letter_row(d: DeadLetter, received_at_us: int) -> dict[str, Any]:
         "transaction_id": d.transaction_id,
         "received_at": us_to_rfc3339(received_at_us),
     }
+
+
+# The graph's three outputs, by table: each table's records and how one becomes its row.
+TRANSACTIONS, ALERTS, DEAD_LETTERS = "payment_transactions", "fraud_velocity_alerts", "dead_letters"
+ROW_OF: dict[str, Callable[[Any, int], dict[str, Any]]] = {
+    TRANSACTIONS: transaction_row,
+    ALERTS: alert_row,
+    DEAD_LETTERS: dead_letter_row,
+}
+
+
+def event_time_of(table: str, record: Any) -> Optional[int]:
+    """The event time a record's end-to-end latency is measured from: the payment's, the
+    crossing payment's for an alert; none for a dead letter."""
+    if table == TRANSACTIONS:
+        return int(record.txn.event_time_us)
+    if table == ALERTS:
+        return int(record.crossing_txn_time_us)
+    return None

@@ -23,7 +23,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from beam_pipeline.local_kafka import KafkaBroker  # noqa: E402
+from paystream_dev.local_kafka import KafkaBroker  # noqa: E402
 from simulator.generator import GeneratorConfig  # noqa: E402
 from simulator.producer import PaymentProducer  # noqa: E402
 

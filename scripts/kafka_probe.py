@@ -5,7 +5,7 @@
     python scripts/kafka_probe.py --runner flink             # FlinkRunner, embedded local Flink 1.19
     python scripts/kafka_probe.py --runner both -n 1000 --partitions 2
 
-Steps: start a KRaft broker (scripts/kafka_local.py), produce N JSON messages with confluent-kafka
+Steps: start a KRaft broker (python -m paystream_dev), produce N JSON messages with confluent-kafka
 (enable.idempotence=true, acks=all, producer-set CreateTime timestamps), then read them back with
 ReadFromKafka(with_metadata=True, commit_offset_in_finalize=True, max_num_records=N,
 timestamp_policy=create_time_policy) and check: count == N, distinct (partition, offset) == N, every
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from beam_pipeline import local_kafka as kafka_local  # noqa: E402
-from beam_pipeline.local_kafka import KafkaBroker  # noqa: E402
+from paystream_dev.local_kafka import KafkaBroker  # noqa: E402
 
 BASE_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: producer-set event time of message 0
 STEP_MS = 100  # message i has event time BASE + i*100 ms -> 10 per second

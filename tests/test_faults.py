@@ -29,10 +29,10 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from beam_pipeline.local_kafka import KafkaBroker
-from beam_pipeline.pipeline import latest_checkpoint
+from beam_pipeline.profile import latest_checkpoint
 from bench.live import LiveResult, LiveRun, Phase
 from bench.streaming import RedisServer
+from paystream_dev.local_kafka import KafkaBroker
 from schemas.records import SourceRef
 from simulator.generator import GeneratorConfig
 from simulator.live import LiveConfig

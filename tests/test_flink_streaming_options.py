@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline.pipeline import (
+from beam_pipeline.profile import (
     FLINK_STREAMING_DEFAULTS,
     NoStreamingRunner,
     flink_streaming_args,
@@ -131,7 +131,7 @@ def test_the_bundle_time_default_uses_the_name_the_flink_runner_reads() -> None:
 
 
 def test_streaming_kafka_on_the_direct_runner_goes_to_local_flink(monkeypatch: pytest.MonkeyPatch) -> None:
-    import beam_pipeline.local_kafka as local_kafka
+    import paystream_dev.local_kafka as local_kafka
 
     monkeypatch.setattr(local_kafka, "fetch_beam", lambda: {})
     for runner in ([], ["--runner=DirectRunner"], ["--runner", "DirectRunner"]):
@@ -149,7 +149,7 @@ def test_streaming_kafka_on_the_direct_runner_goes_to_local_flink(monkeypatch: p
 def test_streaming_kafka_without_local_flink_stops_with_the_flags_to_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import beam_pipeline.local_kafka as local_kafka
+    import paystream_dev.local_kafka as local_kafka
 
     def unavailable() -> None:
         raise RuntimeError("mvn dependency:copy failed")

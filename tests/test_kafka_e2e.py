@@ -1,6 +1,6 @@
 """Kafka in, for real: a local KRaft broker, the simulator producing, the pipeline reading.
 
-The broker is started by ``beam_pipeline.local_kafka`` (jars from Maven
+The broker is started by ``paystream_dev.local_kafka`` (jars from Maven
 Central, fetched into ``.cache/`` by ``.ci/run``); ``ReadFromKafka`` runs
 through our expansion service and Java worker pool, with no Docker. Each run
 drains the topic and is checked against the simulator's ground truth:
@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import duckdb
 import pytest
 
-from beam_pipeline.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
 from bench.live import committed_and_end
+from paystream_dev.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 

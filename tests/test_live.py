@@ -15,9 +15,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from beam_pipeline.local_kafka import KafkaBroker
 from bench.live import Phase, run_live
 from bench.streaming import RedisServer
+from paystream_dev.local_kafka import KafkaBroker
 from simulator.generator import NORMAL_MIN_GAP_US
 from simulator.live import LiveConfig, LiveStream
 

@@ -216,7 +216,7 @@ class EnrichShards(beam.PTransform):
     """``(shard, [MaskedTransaction])`` of ``GroupIntoShards`` by account -> ``EnrichedTransaction``.
 
     The batch path's step after the grouping, on its own so that one grouping by
-    account can feed both per-account steps (``beam_pipeline.pipeline.build_graph``).
+    account can feed both per-account steps (``beam_pipeline.graph.build_graph``).
     """
 
     def expand(

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.transforms.window import BoundedWindow
@@ -59,7 +59,7 @@ from schemas.records import Transaction
 from transforms import telemetry
 from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.dedup import masked_summary
-from transforms.sinks.redis_alerts import DEFAULT_RETRY_BUDGET_S, RedisTarget, call_with_backoff
+from transforms.redis_client import DEFAULT_RETRY_BUDGET_S, BatchedRedisFn, RedisTarget
 
 __all__ = ["RedisDeduplicate", "Verdict", "dedup_value", "judge"]
 
@@ -99,24 +99,15 @@ def judge(txn: Transaction, previous: Optional[bytes | str]) -> str:
     return Verdict.DUPLICATE
 
 
-class _RedisDedupFn(beam.DoFn):
+class _RedisDedupFn(BatchedRedisFn):
+    table = TABLE
+
     def __init__(
         self, target: RedisTarget, prefix: str, ttl_s: int, batch_size: int, retry_budget_s: float
     ) -> None:
-        self._target = target
+        super().__init__(target, batch_size, retry_budget_s)
         self._prefix = prefix
         self._ttl_s = ttl_s
-        self._batch_size = batch_size
-        self._retry_budget_s = retry_budget_s
-        self._buffer: List[Tuple[Transaction, Timestamp, BoundedWindow]] = []
-        self._client: Any = None
-
-    def setup(self) -> None:
-        self._client = self._target.connect()
-        call_with_backoff(self._client.ping, what="setup PING", table=TABLE, budget_s=self._retry_budget_s)
-
-    def start_bundle(self) -> None:
-        self._buffer = []
 
     def process(
         self,
@@ -124,41 +115,31 @@ class _RedisDedupFn(beam.DoFn):
         timestamp: Any = beam.DoFn.TimestampParam,
         window: Any = beam.DoFn.WindowParam,
     ) -> Iterable[Any]:
-        self._buffer.append((txn, timestamp, window))
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
+        yield from self._add((txn, timestamp, window))
 
     def finish_bundle(self) -> Iterable[Any]:
         yield from self._flush()
 
-    def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def _describe(self, batch: Sequence[Tuple[Transaction, Timestamp, BoundedWindow]]) -> str:
+        return f"batch of {len(batch)} (first {batch[0][0].transaction_id})"
 
-    def _set_all(self, batch: List[Tuple[Transaction, Timestamp, BoundedWindow]]) -> List[Any]:
-        pipe = self._client.pipeline(transaction=False)
+    def _send(self, pipe: Any, batch: Sequence[Tuple[Transaction, Timestamp, BoundedWindow]]) -> None:
         for txn, _, _ in batch:
             key = f"{self._prefix}txn:{txn.transaction_id}"
             pipe.set(key, dedup_value(txn), nx=True, get=True, ex=self._ttl_s)
-        return pipe.execute()
 
-    def _flush(self) -> Iterable[Any]:
-        if not self._buffer:
-            return
-        batch, self._buffer = self._buffer, []
-        started = time.monotonic()
-        previous = call_with_backoff(
-            lambda: self._set_all(batch),
-            what=f"dedup batch of {len(batch)} (first {batch[0][0].transaction_id})",
-            table=TABLE,
-            budget_s=self._retry_budget_s,
-        )
+    def _sent(
+        self,
+        batch: Sequence[Tuple[Transaction, Timestamp, BoundedWindow]],
+        previous: List[Any],
+        started: float,
+    ) -> Sequence[Any]:
         telemetry.observe("sink_write_seconds", time.monotonic() - started, table=TABLE)
+        out: List[Any] = []
         for (txn, timestamp, window), prev in zip(batch, previous):
             verdict = judge(txn, prev)
             if verdict in (Verdict.NEW, Verdict.REPLAY):
-                yield WindowedValue(txn, timestamp, (window,))
+                out.append(WindowedValue(txn, timestamp, (window,)))
             elif verdict == Verdict.DUPLICATE:
                 telemetry.count("duplicates_dropped")
             else:
@@ -171,7 +152,10 @@ class _RedisDedupFn(beam.DoFn):
                     masked_summary(txn),
                     txn.transaction_id,
                 )
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter, timestamp, (window,)))
+                out.append(
+                    beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter, timestamp, (window,)))
+                )
+        return out
 
 
 class RedisDeduplicate(beam.PTransform):

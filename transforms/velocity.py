@@ -324,7 +324,7 @@ class JudgeBurstShards(beam.PTransform):
     """``(shard, [MaskedTransaction])`` of ``GroupIntoShards`` by account -> ``FraudAlert``.
 
     The batch path's step after the grouping, on its own so that one grouping by
-    account can feed both per-account steps (``beam_pipeline.pipeline.build_graph``).
+    account can feed both per-account steps (``beam_pipeline.graph.build_graph``).
     """
 
     def __init__(

@@ -35,11 +35,13 @@ override is ``EmulatorClient`` (made by ``emulator_client``), passed as the sink
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -49,13 +51,16 @@ from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.transforms.util import ReshufflePerKey
 
 from schemas.records import DeadLetter, SourceRef
-from schemas.rows import dead_letter_row
+from schemas.rows import ALERTS, DEAD_LETTERS, ROW_OF, TRANSACTIONS, dead_letter_row, rfc3339_to_us
 from schemas.tables import TABLES, bq_schema
 from transforms import telemetry
 from transforms.masking import mask_text, masked_payload_text
+from transforms.sinks import Sink, Warehouse, record_write
 
 __all__ = [
+    "BigQuerySink",
     "BigQueryTarget",
+    "BigQueryWarehouse",
     "EmulatorClient",
     "REJECTED_REASON",
     "SINK_STAGE",
@@ -317,6 +322,33 @@ def _random_shard(kv: Tuple[str, Any]) -> Tuple[Tuple[str, int], Any]:
     return (kv[0], random.randrange(_SHARDS_PER_TABLE)), kv[1]
 
 
+# The column each table's end-to-end latency is measured from (``schemas.rows.event_time_of``)
+_EVENT_COLUMN = {TRANSACTIONS: "event_time", ALERTS: "crossing_txn_time"}
+
+
+class _RecordedWriteFn(BigQueryWriteFn):
+    """Beam's streaming-insert DoFn; each insert recorded as every sink records its writes
+    (``transforms.sinks.record_write``): the rows BigQuery took, the insert's duration."""
+
+    def __init__(self, table: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._paystream_table = table
+
+    def _flush_batch(self, destination: Any) -> Any:
+        buffered = self._rows_buffer[destination]
+        column = _EVENT_COLUMN.get(self._paystream_table)
+        times: List[int] = []
+        if column is not None:
+            for (row, _), _ in buffered:
+                with contextlib.suppress(Exception):  # a row BigQuery will refuse anyway
+                    times.append(rfc3339_to_us(row[column]))
+        started = time.monotonic()
+        out = list(super()._flush_batch(destination))
+        failed = sum(1 for o in out if getattr(o, "tag", None) == BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS)
+        record_write(self._paystream_table, len(buffered) - failed, started, times if not failed else ())
+        return out
+
+
 class WriteTableToBigQuery(beam.PTransform):
     """Rows of one table -> BigQuery; the output is ``failed_rows_with_errors``.
 
@@ -386,7 +418,8 @@ class WriteTableToBigQuery(beam.PTransform):
                 | "DropShard" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
             )
         outputs = batched | "StreamInsertRows" >> beam.ParDo(
-            BigQueryWriteFn(
+            _RecordedWriteFn(
+                self._table,
                 batch_size=self._batch_size,
                 schema=bq_schema(self._table),
                 create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
@@ -443,3 +476,54 @@ class WriteToBigQueryWarehouse(beam.PTransform):
         )
         lost | "CountLost" >> beam.ParDo(_LostDeadLetter())
         return letters
+
+
+class _Rows(beam.DoFn):
+    """A table's records -> its rows, stamped with the time they leave for BigQuery."""
+
+    def __init__(self, table: str) -> None:
+        self._row_of = ROW_OF[table]
+
+    def process(self, record: Any) -> Iterable[Dict[str, Any]]:
+        yield self._row_of(record, int(time.time() * 1_000_000))
+
+
+class BigQuerySink(Sink):
+    """The graph's tables -> BigQuery (``WriteToBigQueryWarehouse``); the rows BigQuery
+    refused come back as dead letters, already written to ``dead_letters``."""
+
+    tables = (TRANSACTIONS, ALERTS, DEAD_LETTERS)
+
+    def __init__(self, write: WriteToBigQueryWarehouse, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._write = write
+
+    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[DeadLetter]:
+        rows = {
+            table: records | f"{table} rows" >> beam.ParDo(_Rows(table)) for table, records in tables.items()
+        }
+        return rows | "Write bigquery" >> self._write
+
+
+class BigQueryWarehouse(Warehouse):
+    """``bigquery:PROJECT:DATASET``; ``--bq_*`` choose the write method and the batching,
+    ``--bq_emulator_host`` an emulator instead of BigQuery."""
+
+    kind = "bigquery"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.target = parse_bigquery_target(url)
+
+    def sink(self, opts: Any = None) -> Sink:
+        if opts is None:  # the defaults: streaming inserts to BigQuery itself
+            return BigQuerySink(WriteToBigQueryWarehouse(self.target))
+        return BigQuerySink(
+            WriteToBigQueryWarehouse(
+                self.target,
+                method=opts.bq_write_method,
+                triggering_frequency_s=opts.bq_triggering_frequency_s,
+                batch_size=opts.bq_batch_size,
+                test_client=emulator_client(opts.bq_emulator_host, self.target.project),
+            )
+        )

@@ -15,19 +15,35 @@ import operator
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
 
 from schemas.records import EnrichedTransaction
-from schemas.rows import transaction_columns
+from schemas.rows import (
+    ALERTS,
+    DEAD_LETTERS,
+    ROW_OF,
+    TRANSACTIONS,
+    event_time_of,
+    rfc3339_to_us,
+    transaction_columns,
+)
 from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_type
 from transforms import telemetry
 from transforms.progress import bump
+from transforms.sinks import Sink, Warehouse, record_write
 
-__all__ = ["WriteToDuckDB", "WriteTransactionsToDuckDB", "connect", "parse_duckdb_target"]
+__all__ = [
+    "DuckDBSink",
+    "DuckDBWarehouse",
+    "WriteToDuckDB",
+    "WriteTransactionsToDuckDB",
+    "connect",
+    "parse_duckdb_target",
+]
 
 _LOCK = threading.Lock()
 _CONNECTIONS: Dict[str, duckdb.DuckDBPyConnection] = {}
@@ -61,19 +77,22 @@ def _insert_sql(table: str, relation: str) -> str:
 
 
 class _WriteFn(beam.DoFn):
+    """Records of one table -> its rows (``schemas.rows.ROW_OF``), one batch per bundle."""
+
     def __init__(self, path: str, table: str) -> None:
         self._path = path
         self._table = table
-        self._rows: List[Dict[str, Any]] = []
+        self._records: List[Any] = []
 
     def setup(self) -> None:
         self._conn = connect(self._path)  # fails fast on a bad path or a locked file
         self._columns = column_names(self._table)
         self._values_of = operator.itemgetter(*self._columns)
+        self._row_of = ROW_OF[self._table]
         self._sql = _insert_sql(self._table, "paystream_batch")
 
     def start_bundle(self) -> None:
-        self._rows = []
+        self._records = []
 
     def _column_values(self, rows: List[Dict[str, Any]]) -> List[Any]:
         """The rows column by column (a row lacking a column gives None there)."""
@@ -82,19 +101,21 @@ class _WriteFn(beam.DoFn):
         except KeyError:
             return [[row.get(c) for row in rows] for c in self._columns]
 
-    def process(self, row: Dict[str, Any]) -> None:
-        self._rows.append(row)
+    def process(self, record: Any) -> None:
+        self._records.append(record)
 
     def finish_bundle(self) -> None:
-        if not self._rows:
+        records, self._records = self._records, []
+        if not records:
             return
         started = time.monotonic()
-        batch = pa.table(dict(zip(self._columns, self._column_values(self._rows))))
+        now_us = int(time.time() * 1_000_000)
+        rows = [self._row_of(record, now_us) for record in records]
+        batch = pa.table(dict(zip(self._columns, self._column_values(rows))))
         _insert(self._conn, self._sql, batch, self._table)
-        telemetry.count("sink_rows", len(self._rows), table=self._table)
-        bump(self._table, len(self._rows))
-        telemetry.observe("sink_write_seconds", time.monotonic() - started, table=self._table)
-        self._rows = []
+        bump(self._table, len(rows))
+        times = (event_time_of(self._table, record) for record in records)
+        record_write(self._table, len(rows), started, [t for t in times if t is not None])
 
 
 # Arrow types of the columns of ``transaction_columns`` (times in microseconds since the
@@ -162,15 +183,8 @@ class _WriteTransactionsFn(beam.DoFn):
         columns = transaction_columns(records, int(time.time() * 1_000_000))
         batch = pa.table({name: pa.array(values, self._types[name]) for name, values in columns.items()})
         _insert(self._conn, self._sql, batch, self.TABLE)
-        written_us = int(time.time() * 1_000_000)
-        telemetry.count("sink_rows", len(records), table=self.TABLE)
         bump(self.TABLE, len(records))
-        telemetry.observe("sink_write_seconds", time.monotonic() - started, table=self.TABLE)
-        telemetry.observe_many(
-            "end_to_end_latency_seconds",
-            [(written_us - at) / 1e6 for at in columns["event_time"]],
-            table=self.TABLE,
-        )
+        record_write(self.TABLE, len(records), started, columns["event_time"])
         self._records = []
 
 
@@ -208,7 +222,7 @@ class WriteTransactionsToDuckDB(beam.PTransform):
 
 
 class WriteToDuckDB(beam.PTransform):
-    """Rows (dicts with the table's columns) -> the table in a DuckDB file."""
+    """Records of one table (``schemas.rows.ROW_OF``) -> the table in a DuckDB file."""
 
     def __init__(self, path: str, table: str, label: Optional[str] = None) -> None:
         super().__init__(label)
@@ -217,6 +231,73 @@ class WriteToDuckDB(beam.PTransform):
         self._path = os.path.abspath(path)
         self._table = table
 
-    def expand(self, rows: beam.PCollection[Dict[str, Any]]) -> beam.pvalue.PDone:
-        rows | "Insert" >> beam.ParDo(_WriteFn(self._path, self._table))
-        return beam.pvalue.PDone(rows.pipeline)
+    def expand(self, records: beam.PCollection[Any]) -> beam.pvalue.PDone:
+        records | "Insert" >> beam.ParDo(_WriteFn(self._path, self._table))
+        return beam.pvalue.PDone(records.pipeline)
+
+
+class DuckDBSink(Sink):
+    """The graph's tables -> one DuckDB file; DuckDB refuses no row, so no dead letters."""
+
+    tables = (TRANSACTIONS, ALERTS, DEAD_LETTERS)
+
+    def __init__(self, path: str, label: Optional[str] = None) -> None:
+        super().__init__(label)
+        self._path = os.path.abspath(path)
+
+    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[Any]:
+        for table, records in tables.items():
+            if table == TRANSACTIONS:  # column by column from the records: no row dict
+                records | f"Write {table}" >> WriteTransactionsToDuckDB(self._path)
+            else:
+                records | f"Write {table}" >> WriteToDuckDB(self._path, table)
+        first = next(iter(tables.values()))
+        return first.pipeline | "NoDeadLetters" >> beam.Create([])
+
+
+class DuckDBWarehouse(Warehouse):
+    """``duckdb:PATH``: the tables in one local file (the DirectRunner's warehouse)."""
+
+    kind = "duckdb"
+
+    @property
+    def local_path(self) -> str:
+        return parse_duckdb_target(self.url)
+
+    def sink(self, opts: Any = None) -> Sink:
+        return DuckDBSink(self.local_path)
+
+    def facts(self, valid_ids: Optional[set]) -> Optional[Dict[str, Any]]:
+        return warehouse_facts(self.local_path, valid_ids)
+
+    def describe(self) -> str:
+        return self.local_path
+
+
+def warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
+    """Row counts, the most alerted accounts and the alerts, read back after a run."""
+    conn = connect(path).cursor()
+    try:
+        facts: Dict[str, Any] = {"path": path}
+        facts["rows"] = {
+            table: (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
+            for table in ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
+        }
+        facts["top_accounts"] = conn.execute(
+            "SELECT account_id, count(*) AS alerts, max(max_window_count) AS max_in_window "
+            "FROM fraud_velocity_alerts GROUP BY account_id ORDER BY alerts DESC, max_in_window DESC, "
+            "account_id LIMIT 5"
+        ).fetchall()
+        alerts = conn.execute(
+            "SELECT account_id, strftime(first_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), "
+            "strftime(crossing_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), transaction_ids "
+            "FROM fraud_velocity_alerts"
+        ).fetchall()
+        facts["alerts"] = [
+            (a, rfc3339_to_us(f), rfc3339_to_us(c))
+            for a, f, c, ids in alerts
+            if valid_ids is None or any(i in valid_ids for i in ids)
+        ]
+        return facts
+    finally:
+        conn.close()

@@ -3,16 +3,16 @@
 
 One entry point for everything local-Kafka (see docs/kafka-without-docker.md):
 
-    python scripts/kafka_local.py fetch            # kafka broker + Beam Java jars into .cache/ (idempotent)
-    python scripts/kafka_local.py fetch-kafka      # only the broker jars   -> .cache/kafka/lib
-    python scripts/kafka_local.py fetch-beam       # only the Beam jars     -> .cache/beam/
-    python scripts/kafka_local.py start --dir D    # start a broker, print its bootstrap address
-    python scripts/kafka_local.py stop --dir D     # stop it (SIGTERM, then SIGKILL after a timeout)
-    python scripts/kafka_local.py status --dir D
+    python -m paystream_dev fetch            # kafka broker + Beam Java jars into .cache/ (idempotent)
+    python -m paystream_dev fetch-kafka      # only the broker jars   -> .cache/kafka/lib
+    python -m paystream_dev fetch-beam       # only the Beam jars     -> .cache/beam/
+    python -m paystream_dev start --dir D    # start a broker, print its bootstrap address
+    python -m paystream_dev stop --dir D     # stop it (SIGTERM, then SIGKILL after a timeout)
+    python -m paystream_dev status --dir D
 
 From Python / pytest:
 
-    from scripts.kafka_local import KafkaBroker
+    from paystream_dev.local_kafka import KafkaBroker
     with KafkaBroker() as broker:            # temp dir, free ports on 127.0.0.1
         broker.create_topic("payments", partitions=2)
         broker.bootstrap_servers             # "127.0.0.1:PORT"
@@ -151,7 +151,7 @@ FLINK_ADD_OPENS = [
 def _manifest_jar(jar: Path, main_class: str, lib: Path, add_opens: list[str] | None = None) -> Path:
     """Write a jar holding only a manifest: Main-Class + Class-Path of every jar in lib (relative)."""
     entries = sorted(p.relative_to(jar.parent).as_posix() for p in lib.glob("*.jar"))
-    lines = ["Manifest-Version: 1.0", f"Main-Class: {main_class}", "Created-By: paystream kafka_local.py"]
+    lines = ["Manifest-Version: 1.0", f"Main-Class: {main_class}", "Created-By: paystream_dev"]
     lines += _wrap("Class-Path: " + " ".join(entries))
     if add_opens:
         lines += _wrap("Add-Opens: " + " ".join(add_opens))
@@ -498,13 +498,13 @@ class KafkaBroker:
 
 
 class JavaWorkerPool:
-    """A Beam Java SDK worker pool (``beam_pipeline.java_workers``) on 127.0.0.1.
+    """A Beam Java SDK worker pool (``paystream_dev.java_workers``) on 127.0.0.1.
 
     Runners reach it through an EXTERNAL environment: start the expansion service with
     --defaultEnvironmentType=EXTERNAL --defaultEnvironmentConfig=<address>. It runs the Java harness of
     the expansion jar's Beam version, so the runner's own Beam Java version does not matter, each
     worker in a JVM of its own (Beam's ExternalWorkerService can't start a worker again once one has
-    stopped; see ``beam_pipeline.java_workers``).
+    stopped; see ``paystream_dev.java_workers``).
     """
 
     def __init__(
@@ -526,7 +526,7 @@ class JavaWorkerPool:
         cmd = [
             sys.executable,
             "-m",
-            "beam_pipeline.java_workers",
+            "paystream_dev.java_workers",
             f"--port={self.port}",
             f"--jar={self.jar}",
             f"--java={_java()}",
@@ -556,7 +556,7 @@ class JavaWorkerPool:
         raise TimeoutError(f"Java worker pool not listening on {self.address} after {self.start_timeout}s")
 
     def stop(self) -> None:
-        from beam_pipeline.java_workers import stop_process
+        from paystream_dev.java_workers import stop_process
 
         if self.proc is not None:
             stop_process(self.proc, grace_s=15)

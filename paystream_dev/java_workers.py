@@ -19,9 +19,9 @@ container uses (``HARNESS_ID``, ``CONTROL_API_SERVICE_DESCRIPTOR``,
 ``LOGGING_API_SERVICE_DESCRIPTOR``, ``PIPELINE_OPTIONS``), and stops it on
 ``StopWorker``. A worker that dies takes nothing with it.
 
-    python -m beam_pipeline.java_workers --port=50001 --jar=beam-kafka-expansion-service-embedded.jar
+    python -m paystream_dev java-workers --port=50001 --jar=beam-kafka-expansion-service-embedded.jar
 
-``beam_pipeline.local_kafka.JavaWorkerPool`` starts it for local runs; the
+``paystream_dev.local_kafka.JavaWorkerPool`` starts it for local runs; the
 Kubernetes task managers run it as the ``java-worker`` sidecar.
 """
 
@@ -139,7 +139,7 @@ def serve(pool: JavaHarnessPool, port: int, host: str = "127.0.0.1") -> Any:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline.java_workers", description=__doc__.split("\n")[0]
+        prog="python -m paystream_dev java-workers", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a pod's sidecar)")

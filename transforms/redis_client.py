@@ -1,0 +1,236 @@
+"""One Redis client for both Redis steps: where Redis is, how a call is retried, and a
+DoFn base that buffers a bundle's items and sends them in one pipelined round trip.
+
+* ``RedisTarget``: a ``redis://`` or ``rediss://`` URL and a file holding the password
+  (read on the worker: no secret enters the serialised graph).
+* ``call_with_backoff``: a call retried on ``RETRYABLE_ERRORS`` with exponential backoff
+  for up to ``DEFAULT_RETRY_BUDGET_S``, each failed try counted in ``sink_errors``; then
+  the bundle fails and the runner retries it, so nothing is lost.
+* ``BatchedRedisFn``: connect and ``PING`` in ``setup()``, buffer in ``process``, send a
+  batch when ``batch_size`` wait and at the bundle's end (``_send``), each batch under
+  ``call_with_backoff``. The alert sink (``transforms/sinks/redis_alerts.py``) and the
+  Redis dedup step (``transforms/redis_dedup.py``) are its two subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Type, TypeVar
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        ExternalAuthProviderError,
+        NoScriptError,
+        ReadOnlyError,
+    )
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError("the Redis sink needs the redis client: pip install -e '.[redis]'") from err
+
+from transforms import telemetry
+
+__all__ = [
+    "BatchedRedisFn",
+    "DEFAULT_RETRY_BUDGET_S",
+    "FATAL_ERRORS",
+    "RETRYABLE_ERRORS",
+    "RedisTarget",
+    "backoff_delays",
+    "call_with_backoff",
+]
+
+_LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+DEFAULT_RETRY_BUDGET_S = 60.0
+
+# Transient: the server is restarting, loading, unreachable for a while, or a replica
+# during a failover. Everything else (auth, wrong type, script errors) fails at once.
+RETRYABLE_ERRORS: Tuple[Type[BaseException], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError (LOADING) and refused/reset sockets
+    RedisTimeoutError,
+    NoScriptError,  # the script cache is empty after a restart; reloaded on the next try
+    ReadOnlyError,
+)
+# Subclasses of ConnectionError in redis-py that no wait will cure: fail at once.
+FATAL_ERRORS: Tuple[Type[BaseException], ...] = (
+    AuthenticationError,
+    AuthorizationError,
+    ExternalAuthProviderError,
+)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where Redis is: a ``redis://`` or ``rediss://`` URL, and a file holding the password.
+
+    Only the URL and the file's path travel in the graph; ``connect()`` reads the file
+    on the worker. Invalid values raise ``ValueError`` while the graph is built.
+    """
+
+    url: str
+    password_file: Optional[str] = None
+    socket_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"--redis_url must start with redis:// or rediss://, got {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("--redis_url needs a host, e.g. redis://127.0.0.1:6379/0")
+        if parts.password:
+            raise ValueError("--redis_url must not carry a password; use --redis_password_file")
+        if self.socket_timeout_s <= 0:
+            raise ValueError("socket_timeout_s must be > 0")
+
+    def read_password(self) -> Optional[str]:
+        if not self.password_file:
+            return None
+        with open(self.password_file, encoding="utf-8") as handle:
+            password = handle.read().strip()
+        if not password:
+            raise ValueError(f"--redis_password_file {self.password_file} is empty")
+        return password
+
+    def connect(self) -> redis.Redis:
+        """A client that does not retry by itself: ``call_with_backoff`` decides, and counts."""
+        return redis.Redis.from_url(
+            self.url,
+            password=self.read_password(),
+            socket_timeout=self.socket_timeout_s,
+            socket_connect_timeout=self.socket_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
+
+
+def backoff_delays(
+    budget_s: float, first_s: float = 0.05, factor: float = 2.0, cap_s: float = 5.0
+) -> List[float]:
+    """The sleeps between tries: ``first_s`` doubling up to ``cap_s``, summing to at most ``budget_s``."""
+    delays: List[float] = []
+    delay, total = first_s, 0.0
+    while total + delay <= budget_s:
+        delays.append(delay)
+        total += delay
+        delay = min(cap_s, delay * factor)
+    return delays
+
+
+def call_with_backoff(
+    action: Callable[[], _T],
+    *,
+    what: str,
+    table: str,
+    budget_s: float = DEFAULT_RETRY_BUDGET_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """``action()``, retried on ``RETRYABLE_ERRORS`` with exponential backoff within ``budget_s``.
+
+    Each failed try counts in ``sink_errors{table}``; when the budget is spent the last
+    error propagates (the bundle fails and the runner retries it).
+    """
+    delays = backoff_delays(budget_s)
+    for attempt in range(len(delays) + 1):
+        try:
+            return action()
+        except RETRYABLE_ERRORS as err:
+            telemetry.count("sink_errors", table=table)
+            if isinstance(err, FATAL_ERRORS):
+                _LOG.error("%s: Redis refused the credentials (%s)", what, type(err).__name__)
+                raise
+            if attempt == len(delays):
+                _LOG.error("%s: Redis unavailable after %d tries, failing the bundle", what, attempt + 1)
+                raise
+            _LOG.warning(
+                "%s: Redis error %s (try %d), retrying in %.2f s",
+                what,
+                type(err).__name__,
+                attempt + 1,
+                delays[attempt],
+            )
+            sleep(delays[attempt])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class BatchedRedisFn(beam.DoFn):
+    """Items buffered per bundle and sent in pipelined batches; see the module docstring.
+
+    A subclass gives ``table`` (the label of its counters), ``_send(pipe, batch)`` (queue
+    a batch's commands on a pipeline) and ``_sent(batch, results)`` (what the batch's
+    replies mean; what it returns is emitted).
+    """
+
+    table = ""
+
+    def __init__(self, target: RedisTarget, batch_size: int, retry_budget_s: float) -> None:
+        self._target = target
+        self._batch_size = batch_size
+        self._retry_budget_s = retry_budget_s
+        self._buffer: List[Any] = []
+        self._client: Optional[redis.Redis] = None
+
+    def setup(self) -> None:
+        self._client = self._target.connect()
+        self._connected(self._client)
+        # One cheap call: a wrong password or URL fails here, before any bundle.
+        call_with_backoff(
+            self._client.ping, what="setup PING", table=self.table, budget_s=self._retry_budget_s
+        )
+
+    def _connected(self, client: redis.Redis) -> None:
+        """Called once the client exists (e.g. to register a script)."""
+
+    def start_bundle(self) -> None:
+        self._buffer = []
+
+    def _add(self, item: Any) -> Sequence[Any]:
+        self._buffer.append(item)
+        return self._flush() if len(self._buffer) >= self._batch_size else ()
+
+    def finish_bundle(self) -> Any:
+        return self._flush() or None
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _send(self, pipe: Any, batch: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def _sent(self, batch: Sequence[Any], results: List[Any], started: float) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _describe(self, batch: Sequence[Any]) -> str:
+        return f"batch of {len(batch)}"
+
+    def _execute(self, batch: Sequence[Any]) -> List[Any]:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        self._send(pipe, batch)
+        return list(pipe.execute())
+
+    def _flush(self) -> Sequence[Any]:
+        if not self._buffer:
+            return ()
+        batch, self._buffer = self._buffer, []
+        started = time.monotonic()
+        results = call_with_backoff(
+            lambda: self._execute(batch),
+            what=f"{self.table} {self._describe(batch)}",
+            table=self.table,
+            budget_s=self._retry_budget_s,
+        )
+        return self._sent(batch, results, started)
