@@ -14,7 +14,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*", "bench*"]),
+    packages=find_packages(
+        include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*", "bench*"]
+    ),
     package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
     install_requires=[
         BEAM,
