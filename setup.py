@@ -14,8 +14,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
+    # The product and its development tooling; bench/ (benchmarks, tests' drivers) is not shipped.
     packages=find_packages(
-        include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*", "bench*"]
+        include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*"]
     ),
     package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
     install_requires=[

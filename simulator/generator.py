@@ -35,6 +35,8 @@ from functools import partial
 from itertools import accumulate, pairwise
 from typing import Any
 
+from schemas.payment import MAX_PAYLOAD_BYTES, REQUIRED_FIELDS, luhn_complete, luhn_valid
+
 __all__ = [
     "BURST_ISOLATION_US",
     "BURST_MAX_SIZE",
@@ -47,6 +49,7 @@ __all__ = [
     "NORMAL_MIN_GAP_US",
     "PII_FIELDS",
     "RECORD_KINDS",
+    "REQUIRED_FIELDS",
     "Burst",
     "GeneratorConfig",
     "GroundTruth",
@@ -85,8 +88,15 @@ RECORD_KINDS: tuple[str, ...] = ("valid", "duplicate", "malformed")
 #: The currencies valid messages use (all with two minor digits).
 CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "CAD", "AUD", "CHF")
 
-#: Largest payload the parser accepts; ``oversized`` records are just over it.
-MAX_PAYLOAD_BYTES = 1_048_576
+# MAX_PAYLOAD_BYTES (the largest payload the parser accepts; ``oversized`` records are just
+# over it), REQUIRED_FIELDS and the Luhn functions are schemas/payment.py's, re-exported here.
+
+#: The required fields a ``missing_field`` record lacks one of (schemas.payment.REQUIRED_FIELDS).
+_MISSING_FIELD_CHOICES: tuple[str, ...] = tuple(
+    f
+    for f in REQUIRED_FIELDS
+    if f in {"account_id", "amount", "currency", "card_number", "merchant_id", "event_time"}
+)
 
 #: Malformed kind -> the dead-letter reason the parser assigns to it.
 MALFORMED_KINDS: dict[str, str] = {
@@ -362,41 +372,6 @@ class GroundTruth:
             pii={k: set(v) for k, v in data["pii"].items()},
             sends={k: (int(v[0]), int(v[1])) for k, v in data.get("sends", {}).items()},
         )
-
-
-# --------------------------------------------------------------------------- Luhn
-
-
-def _luhn_sum(digits: str) -> int:
-    """Luhn sum of ``digits``, doubling every second digit from the right."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total
-
-
-def _is_ascii_digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def luhn_valid(digits: str) -> bool:
-    """True if ``digits`` (ASCII digits only, at least two) passes the Luhn check."""
-    if len(digits) < 2 or not _is_ascii_digits(digits):
-        return False
-    return _luhn_sum(digits) % 10 == 0
-
-
-def luhn_complete(prefix: str) -> str:
-    """``prefix`` followed by the Luhn check digit that makes it valid."""
-    if not prefix or not _is_ascii_digits(prefix):
-        raise ValueError("prefix must be a non-empty string of ASCII digits")
-    check = (10 - _luhn_sum(prefix + "0") % 10) % 10
-    return prefix + str(check)
 
 
 # --------------------------------------------------------------------------- entities
@@ -755,7 +730,7 @@ def _malformed(
     if kind == "json_array":
         return b"[" + _dumps(obj) + b"]", time_us
     if kind == "missing_field":
-        dropped = rng.choice(("account_id", "amount", "currency", "card_number", "merchant_id", "event_time"))
+        dropped = rng.choice(_MISSING_FIELD_CHOICES)
         del obj[dropped]
         return _dumps(obj), None if dropped == "event_time" else time_us
     if kind == "bad_luhn":

@@ -98,3 +98,58 @@ def test_state_expires_after_the_horizon(horizon_s: float, gap_s: int, copies: i
 def test_invalid_horizon() -> None:
     with pytest.raises(ValueError):
         DeduplicateTransactions(horizon_s=0)
+
+
+# Copies of t1 and t2 in source (and event-time) order, horizon 600 s: (id, at_s, amount, offset).
+# Offset 5 comes exactly one horizon after t1's first copy, 7 and 9 beyond the horizon of the
+# first copy of their epoch (with other content: new payments, not conflicts); 8 conflicts
+# with 7, the first copy of t2's second epoch.
+_HORIZON_COPIES = [
+    ("t1", 0, 1000, 1),
+    ("t2", 100, 1000, 2),
+    ("t2", 200, 999, 3),
+    ("t1", 300, 1000, 4),
+    ("t1", 600, 1000, 5),
+    ("t1", 900, 1000, 6),
+    ("t2", 1000, 999, 7),
+    ("t2", 1100, 1000, 8),
+    ("t1", 1300, 999, 9),
+]
+_HORIZON_KEPT, _HORIZON_DEAD = [1, 2, 5, 7, 9], [3, 8]
+
+
+def test_first_copies_forget_an_id_after_the_horizon() -> None:
+    from transforms.dedup import first_copies
+
+    rows = [txn(t, at, amount, offset) for t, at, amount, offset in _HORIZON_COPIES]
+    kept, duplicates, conflicts = first_copies(rows, 600 * 1_000_000)
+    assert [t.source.offset for t in kept] == _HORIZON_KEPT
+    assert [t.source.offset for t in conflicts] == _HORIZON_DEAD
+    assert duplicates == len(rows) - len(_HORIZON_KEPT) - len(_HORIZON_DEAD)
+    never_forgotten, _, _ = first_copies(rows)  # no horizon: one copy per id
+    assert [t.source.offset for t in never_forgotten] == [1, 2]
+
+
+@pytest.mark.parametrize("path", ["stream", "batch"])
+def test_batch_and_stream_paths_apply_the_same_horizon(path: str) -> None:
+    """The same copies through ``batch=True`` and through the stateful path on a stream
+    whose watermark follows the event times: the same payments kept and dead-lettered."""
+    rows = [txn(t, at, amount, offset) for t, at, amount, offset in _HORIZON_COPIES]
+    if path == "stream":
+        stream = TestStream()
+        for row in rows:
+            stream = stream.advance_watermark_to(Timestamp(micros=row.event_time_us)).add_elements(
+                [stamped(row)]
+            )
+        options = PipelineOptions()
+        options.view_as(StandardOptions).streaming = True
+        p = TestPipeline(options=options)
+        out = p | stream.advance_watermark_to_infinity() | DeduplicateTransactions(horizon_s=600)
+    else:
+        p = TestPipeline()
+        out = p | beam.Create(rows) | beam.Map(stamped) | DeduplicateTransactions(horizon_s=600, batch=True)
+    kept = out.unique | "Kept" >> beam.Map(lambda t: t.source.offset)
+    dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(lambda d: (d.reason, d.source.offset))
+    assert_that(kept, equal_to(_HORIZON_KEPT), label="kept")
+    assert_that(dead, equal_to([("conflicting_duplicate", o) for o in _HORIZON_DEAD]), label="dead")
+    p.run().wait_until_finish()

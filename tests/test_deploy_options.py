@@ -96,3 +96,24 @@ def test_dataflow_metadata_is_current_and_accepted() -> None:
         else:
             candidates = [[f"--{name}=1"], [f"--{name}"], [f"--{name}=bigquery:p:d"]]
         assert any(not unknown_flags(c) for c in candidates), name
+
+
+def test_setup_packages_the_product_not_the_bench() -> None:
+    """setup.py's ``find_packages(include=...)``, evaluated here: no ``bench`` package ships."""
+    import ast
+
+    from setuptools import find_packages
+
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read())
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "find_packages"
+    ]
+    assert len(calls) == 1
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords}
+    assert not calls[0].args and set(kwargs) <= {"include", "exclude"}
+    packages = find_packages(where=ROOT, **kwargs)
+    assert not [p for p in packages if p == "bench" or p.startswith("bench.")]
+    for product in ("beam_pipeline", "transforms", "transforms.sinks", "schemas", "simulator"):
+        assert product in packages

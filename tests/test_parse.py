@@ -271,3 +271,30 @@ def test_composite_counts_every_payload_and_can_leave_payments_unstamped() -> No
 def test_negative_skew_is_refused() -> None:
     with pytest.raises(ValueError):
         ParseTransactions(max_future_skew_s=-1)
+
+
+def test_parse_and_the_generator_share_one_definition_of_the_message_rules() -> None:
+    """Luhn, the payload limit and the required fields: schemas/payment.py's, in both."""
+    import schemas.payment as payment
+    import simulator.generator as generator
+    import transforms.parse as parse
+
+    assert parse.MAX_PAYLOAD_BYTES is generator.MAX_PAYLOAD_BYTES is payment.MAX_PAYLOAD_BYTES
+    assert parse.REQUIRED_FIELDS is generator.REQUIRED_FIELDS is payment.REQUIRED_FIELDS
+    assert generator.luhn_valid is payment.luhn_valid
+    assert generator.luhn_complete is payment.luhn_complete
+    # The parser's name is the bare checksum (tests/test_kernels.py pins it to the textbook
+    # loop on any string); the generator's adds "ASCII digits, at least two".
+    assert parse.luhn_valid is payment.luhn_checksum_ok
+    assert set(generator._MISSING_FIELD_CHOICES) <= set(payment.REQUIRED_FIELDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(digits=st.text("0123456789", max_size=19) | st.text("0123456789 -a٣", max_size=19))
+def test_the_strict_luhn_check_is_the_checksum_on_ascii_digits(digits: str) -> None:
+    from schemas.payment import luhn_checksum_ok, luhn_complete, luhn_valid
+
+    strict = len(digits) >= 2 and digits.isascii() and digits.isdigit() and luhn_checksum_ok(digits)
+    assert luhn_valid(digits) == strict
+    if digits.isascii() and digits.isdigit() and digits:
+        assert luhn_valid(luhn_complete(digits))

@@ -69,33 +69,42 @@ def _conflict(txn: Transaction) -> beam.pvalue.TaggedOutput:
 _source_order = operator.attrgetter("source")
 
 
-def first_copies(records: List[Transaction]) -> Tuple[List[Transaction], int, List[Transaction]]:
+def first_copies(
+    records: List[Transaction], horizon_us: Optional[int] = None
+) -> Tuple[List[Transaction], int, List[Transaction]]:
     """(first copies, exact duplicates dropped, conflicting copies), in source order.
 
     The first copy of an id is the earliest in its source (Kafka partition and
     offset, or file and line): in a batch run that is the order a streaming run
-    would have read them in.
+    would have read them in. With ``horizon_us``, a copy whose event time is
+    ``horizon_us`` or more after the first copy's is a new first copy, as on the
+    streaming path, whose state of the id expires when the watermark reaches the
+    first copy's time plus the horizon (``_DedupFn``); without it, ids are never
+    forgotten.
     """
-    seen: Dict[str, str] = {}
+    seen: Dict[str, Tuple[str, int]] = {}
     kept: List[Transaction] = []
     conflicts: List[Transaction] = []
     duplicates = 0
     for txn in sorted(records, key=_source_order):
         first = seen.get(txn.transaction_id)
-        if first is None:
-            seen[txn.transaction_id] = txn.fingerprint
+        if first is None or (horizon_us is not None and txn.event_time_us - first[1] >= horizon_us):
+            seen[txn.transaction_id] = (txn.fingerprint, txn.event_time_us)
             kept.append(txn)
-        elif first == txn.fingerprint:
+        elif first[0] == txn.fingerprint:
             duplicates += 1
         else:
             conflicts.append(txn)
     return kept, duplicates, conflicts
 
 
-def dedup_shard(records: List[Transaction]) -> Tuple[List[Transaction], List[DeadLetter]]:
+def dedup_shard(
+    records: List[Transaction], horizon_us: Optional[int] = None
+) -> Tuple[List[Transaction], List[DeadLetter]]:
     """The first copies of a complete group of ids, and the dead letters of the conflicting
-    copies, counted: what the stateful path gives once a batch run's timers fire."""
-    kept, duplicates, conflicts = first_copies(records)
+    copies, counted: what the stateful path gives on a stream in event-time order, its
+    state of an id expiring ``horizon_us`` after the id's first copy (``first_copies``)."""
+    kept, duplicates, conflicts = first_copies(records, horizon_us)
     telemetry.count("payments_unique", len(kept))
     telemetry.count("duplicates_dropped", duplicates)
     if conflicts:
@@ -103,8 +112,8 @@ def dedup_shard(records: List[Transaction]) -> Tuple[List[Transaction], List[Dea
     return kept, [conflict_dead_letter(t) for t in conflicts]
 
 
-def _dedup_shard(shard: Tuple[int, List[Transaction]]) -> Iterable[object]:
-    kept, dead = dedup_shard(shard[1])
+def _dedup_shard(shard: Tuple[int, List[Transaction]], horizon_us: Optional[int] = None) -> Iterable[object]:
+    kept, dead = dedup_shard(shard[1], horizon_us)
     yield from kept  # not re-stamped: see "Timestamps" in transforms/batching.py
     for letter in dead:
         yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
@@ -146,8 +155,9 @@ class DeduplicateTransactions(beam.PTransform):
     """``Transaction`` -> unique ``Transaction`` (main) and conflicts (``dead_letter``).
 
     ``batch``: the input is bounded and complete (see ``transforms/batching.py``):
-    ids are grouped in ``shards`` lists and de-duplicated with ``first_copies``,
-    which is what the stateful path gives once a batch run's timers fire at its end.
+    ids are grouped in ``shards`` lists and de-duplicated with ``first_copies``
+    under the same ``horizon_s``: a copy ``horizon_s`` or more of event time after
+    the first is a new payment, as on the streaming path, whose state has expired then.
     """
 
     def __init__(
@@ -169,7 +179,10 @@ class DeduplicateTransactions(beam.PTransform):
             return (
                 pcoll
                 | "ShardById" >> GroupIntoShards(lambda t: t.transaction_id, self._shards)
-                | "FirstCopies" >> beam.FlatMap(_dedup_shard).with_outputs(DEAD_LETTER_TAG, main="unique")
+                | "FirstCopies"
+                >> beam.FlatMap(_dedup_shard, int(self._horizon_s * 1_000_000)).with_outputs(
+                    DEAD_LETTER_TAG, main="unique"
+                )
             )
         return (
             pcoll

@@ -23,6 +23,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.payment import MAX_PAYLOAD_BYTES, REQUIRED_FIELDS
+from schemas.payment import luhn_checksum_ok as luhn_valid
 from schemas.records import DeadLetter, SourceRef, Transaction
 from transforms import telemetry
 from transforms.codes import ISO_3166_ALPHA2, ISO_4217
@@ -47,22 +49,9 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes
+# MAX_PAYLOAD_BYTES, REQUIRED_FIELDS and luhn_valid (here the bare Luhn checksum,
+# schemas.payment.luhn_checksum_ok) are schemas/payment.py's, re-exported here.
 MAX_AMOUNT_MINOR = 10**13  # 100 billion in major units: anything above is an error
-REQUIRED_FIELDS = (
-    "transaction_id",
-    "account_id",
-    "amount",
-    "currency",
-    "card_number",
-    "cvv",
-    "email",
-    "phone",
-    "merchant_id",
-    "merchant_category",
-    "country",
-    "event_time",
-)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _AMOUNT_RE = re.compile(r"^\d{1,15}(\.\d{1,2})?$")
 _CARD_RE = re.compile(r"^\d{12,19}$")
@@ -88,27 +77,7 @@ class ParseError(ValueError):
         self.transaction_id = transaction_id
 
 
-# Luhn on ASCII digits in C: the digits in even places from the right are mapped to their
-# doubled value less 9 above 9, and the sum of a digit string's bytes, less 48 for each,
-# is the sum of its digits.
-_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum of a string of digits."""
-    if digits.isascii() and digits.isdigit():
-        odd, even = digits[-1::-2].encode(), digits[-2::-2].translate(_LUHN_DOUBLED).encode()
-        return (sum(odd) + sum(even) - 48 * len(digits)) % 10 == 0
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def parse_amount_minor(value: Any) -> int:
