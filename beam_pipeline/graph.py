@@ -1,7 +1,7 @@
 """The one paystream graph: raw payloads in, the three tables out, written to the sinks.
 
-    source -> parse and check -> mask -> per account: dedup, features, velocity
-           -> payment_transactions, fraud_velocity_alerts, dead_letters -> sinks
+    source -> parse and check -> mask -> per account: dedup, features, fraud rules
+           -> payment_transactions, fraud_alerts, dead_letters -> sinks
 
 The per-payment kernels live under ``transforms/``; ``build_graph`` drives them with
 one of two drivers: the batch driver for a bounded input in a batch run
@@ -38,8 +38,9 @@ from transforms.dedup import DeduplicateTransactions
 from transforms.enrich import EnrichFeatures
 from transforms.masking import MaskPII
 from transforms.parse import ParseTransactions, RawPayload
+from transforms.rules import rules_from_options
 from transforms.sinks import Sink, open_warehouse
-from transforms.velocity import VelocityFraud, VelocityRule
+from transforms.velocity import VelocityFraud
 
 __all__ = [
     "GraphOutputs",
@@ -88,6 +89,7 @@ def build_graph(
     """
     batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
     shards = opts.batch_shards
+    rules = rules_from_options(opts)
     if batch and not opts.redis_dedup:
         # The batch driver: chunks of payloads through the same kernels, two groupings of
         # lists (transforms/bounded.py). Redis dedup is a step of its own between dedup
@@ -95,11 +97,8 @@ def build_graph(
         chunks = raw | "Chunks" >> beam.BatchElements(
             min_batch_size=DEFAULT_CHUNK, max_batch_size=DEFAULT_CHUNK
         )
-        rule = VelocityRule(
-            opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
-        )
         out = chunks | "Payments" >> BoundedPayments(
-            rule,
+            rules,
             key=key,
             key_path=key_path,
             check_key=check_key,
@@ -114,12 +113,7 @@ def build_graph(
         from transforms.streaming import StreamingPayments
 
         out = raw | "Payments" >> StreamingPayments(
-            VelocityRule(
-                opts.velocity_threshold,
-                opts.velocity_window_s,
-                opts.velocity_period_s,
-                opts.allowed_lateness_s,
-            ),
+            rules,
             key=key,
             key_path=key_path,
             check_key=check_key,
@@ -130,6 +124,11 @@ def build_graph(
             dedup_scope=opts.dedup_scope,
         )
         return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
+    if [rule.kind for rule in rules] != ["velocity"]:
+        raise ValueError(
+            "--redis_dedup and --velocity_impl=windows run the velocity rule alone (the per-step "
+            f"path); --rules={opts.rules} needs the account steps: drop those flags"
+        )
     parsed = raw | "Parse" >> ParseTransactions(
         max_future_skew_s=opts.max_future_skew_s, stamp_event_time=not batch
     )
@@ -224,10 +223,12 @@ def sinks(opts: PaystreamOptions) -> List[Sink]:
 
 
 def write_outputs(outputs: GraphOutputs, opts: PaystreamOptions) -> List[beam.PCollection[DeadLetter]]:
-    """Every sink of the run gets the tables it writes; what each returns are its dead letters."""
+    """Every sink of the run gets the tables it writes; returned: the dead letters of the
+    sinks that can refuse a row (each has written its own already)."""
     tables = outputs.tables()
     letters = []
     for sink in sinks(opts):
-        name = type(sink).__name__
-        letters.append({t: tables[t] for t in sink.tables} | f"Write {name}" >> sink)
+        written = {t: tables[t] for t in sink.tables} | f"Write {type(sink).__name__}" >> sink
+        if isinstance(written, beam.PCollection):
+            letters.append(written)
     return letters

@@ -9,6 +9,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.batching import DEFAULT_SHARDS
+from transforms.rules import DEFAULT_RULES, RULES, add_rule_options
 
 __all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES"]
 
@@ -113,6 +114,12 @@ class PaystreamOptions(PipelineOptions):
             type=float,
             default=300.0,
             help="event times further than this in the future are dead-lettered (default 300)",
+        )
+        proc.add_argument(
+            "--rules",
+            default=DEFAULT_RULES,
+            help=f"the fraud rules of the run, comma-separated, from: {', '.join(RULES)} "
+            f"(default {DEFAULT_RULES}; transforms/rules.py)",
         )
         proc.add_argument(
             "--velocity_threshold", type=int, default=3, help="payments per window that raise an alert"
@@ -270,3 +277,4 @@ class PaystreamOptions(PipelineOptions):
             default=0.0,
             help="keep /metrics up this long after the run, for a last scrape",
         )
+        add_rule_options(parser)  # each fraud rule's own flags (transforms/rules.py)

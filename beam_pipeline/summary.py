@@ -74,9 +74,10 @@ def build_summary(
         "duplicates_dropped": c.get("duplicates_dropped", 0),
         "dead_letters_by_reason": dict(sorted(dead.items())),
         "dead_letters": sum(dead.values()),
-        "alerts_raised": c.get("fraud_alerts", 0),
+        "alerts_raised": sum(v for k, v in c.items() if k == "fraud_alerts" or k.startswith("fraud_alerts.")),
         "rows_written": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("sink_rows.")},
         "warehouse": opts.warehouse,
+        "velocity_window_s": opts.velocity_window_s,
     }
     if elapsed_s > 0:
         summary["payments_per_s"] = round(summary["payments_read"] / elapsed_s, 1)
@@ -84,6 +85,7 @@ def build_summary(
     facts = open_warehouse(opts.warehouse).facts(valid_ids)
     if facts is not None:
         summary["warehouse_rows"] = facts["rows"]
+        summary["alerts_by_rule"] = facts["alerts_by_rule"]
         summary["top_accounts"] = [
             {"account_id": a, "alerts": n, "max_in_window": m} for a, n, m in facts["top_accounts"]
         ]
@@ -116,12 +118,16 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
     w(f"dead letters        {s['dead_letters']}\n")
     for reason, n in s["dead_letters_by_reason"].items():
         w(f"  {reason:<22}{n}\n")
-    w(f"fraud alerts        {s['alerts_raised']}\n")
+    by_rule = s.get("alerts_by_rule") or {}
+    kinds = f" ({', '.join(f'{k} {n}' for k, n in by_rule.items())})" if len(by_rule) > 1 else ""
+    w(f"fraud alerts        {s['alerts_raised']}{kinds}\n")
     if s.get("top_accounts"):
+        window = s.get("velocity_window_s")  # the run's --velocity_window_s
+        in_window = f" in {window} s" if window is not None else " in a window"
         w(
             "top accounts        "
             + ", ".join(
-                f"{t['account_id']} ({t['alerts']} alert, max {t['max_in_window']} in 60 s)"
+                f"{t['account_id']} ({t['alerts']} alert, max {t['max_in_window']}{in_window})"
                 for t in s["top_accounts"][:3]
             )
             + "\n"

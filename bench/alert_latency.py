@@ -192,7 +192,7 @@ def _sample_alerts(n: int) -> List[Any]:
             window_end_us=t0 + 60 * _US,
             first_txn_time_us=t0 + _US,
             crossing_txn_time_us=t0 + 2 * _US,
-            max_window_count=3,
+            matched_count=3,
             transaction_ids=(f"txn-{i}-0", f"txn-{i}-1", f"txn-{i}-2"),
         )
         for i in range(n)

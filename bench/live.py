@@ -150,9 +150,7 @@ def _check(warehouse: str, truth: GroundTruth, alerts: List[Tuple[float, Dict[st
     try:
         ids = [r[0] for r in conn.execute("SELECT transaction_id FROM payment_transactions").fetchall()]
         reasons = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason").fetchall())
-        stored_alerts = [
-            r[0] for r in conn.execute("SELECT account_id FROM fraud_velocity_alerts").fetchall()
-        ]
+        stored_alerts = [r[0] for r in conn.execute("SELECT account_id FROM fraud_alerts").fetchall()]
     finally:
         conn.close()
     valid = truth.valid_transaction_ids

@@ -339,7 +339,7 @@ def variant_paystream(
     unique = len(truth.valid_transaction_ids)
     bursts = len(truth.bursts)
     rows = 'sink_rows{table="payment_transactions"}'
-    alerts = 'sink_rows{table="fraud_velocity_alerts"}'
+    alerts = 'sink_rows{table="fraud_alerts"}'
     result = watch_child(
         "(c) paystream",
         cmd,

@@ -133,7 +133,7 @@ def kernels(path: str) -> Dict[str, Any]:
             if not line.strip():
                 continue
             try:
-                txn = parse_payment(line, SourceRef._make(("file", 0, number, None)), now_us)
+                txn = parse_payment(line, SourceRef._make(("file", 0, number, None, None)), now_us)
             except ParseError:
                 dead += 1
                 continue
@@ -248,7 +248,7 @@ def paystream(path: str, workdir: str, variant: str) -> Dict[str, Any]:
     try:
         stored = conn.execute("SELECT count(*) FROM payment_transactions").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-        alerts = sorted(r[0] for r in conn.execute("SELECT alert_id FROM fraud_velocity_alerts").fetchall())
+        alerts = sorted(r[0] for r in conn.execute("SELECT alert_id FROM fraud_alerts").fetchall())
     finally:
         conn.close()
     with open(summary, encoding="utf-8") as handle:

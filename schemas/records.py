@@ -90,7 +90,13 @@ class EnrichedTransaction(NamedTuple):
 
 
 class FraudAlert(NamedTuple):
-    """One velocity burst of one account."""
+    """One burst of one account, found by one rule (``transforms/rules.py``).
+
+    ``rule``: the rule's kind with its parameters (``velocity:3 in 60s/5s``);
+    ``rule_params``: the parameters as JSON. ``threshold`` payments within the window
+    starting at ``window_start_us`` make the burst; ``matched_count`` is the most the rule
+    counted in one window of it; ``transaction_ids`` are the ``threshold`` earliest.
+    """
 
     alert_id: str
     account_id: str
@@ -100,8 +106,9 @@ class FraudAlert(NamedTuple):
     window_end_us: int
     first_txn_time_us: int
     crossing_txn_time_us: int
-    max_window_count: int
+    matched_count: int
     transaction_ids: Tuple[str, ...]
+    rule_params: str = "{}"
 
 
 class DeadLetter(NamedTuple):

@@ -233,17 +233,18 @@ def _not_none(value: Any) -> bool:
 
 
 def alert_row(a: FraudAlert, detected_at_us: int) -> dict[str, Any]:
-    """One ``fraud_velocity_alerts`` row."""
+    """One ``fraud_alerts`` row."""
     return {
         "alert_id": a.alert_id,
         "account_id": a.account_id,
         "rule": a.rule,
+        "rule_params": a.rule_params,
         "threshold": int(a.threshold),
         "window_start": us_to_rfc3339(a.window_start_us),
         "window_end": us_to_rfc3339(a.window_end_us),
         "first_txn_time": us_to_rfc3339(a.first_txn_time_us),
         "crossing_txn_time": us_to_rfc3339(a.crossing_txn_time_us),
-        "max_window_count": int(a.max_window_count),
+        "matched_count": int(a.matched_count),
         "transaction_ids": list(a.transaction_ids),
         "detected_at": us_to_rfc3339(detected_at_us),
     }
@@ -267,7 +268,7 @@ def dead_letter_row(d: DeadLetter, received_at_us: int) -> dict[str, Any]:
 
 
 # The graph's three outputs, by table: each table's records and how one becomes its row.
-TRANSACTIONS, ALERTS, DEAD_LETTERS = "payment_transactions", "fraud_velocity_alerts", "dead_letters"
+TRANSACTIONS, ALERTS, DEAD_LETTERS = "payment_transactions", "fraud_alerts", "dead_letters"
 ROW_OF: dict[str, Callable[[Any, int], dict[str, Any]]] = {
     TRANSACTIONS: transaction_row,
     ALERTS: alert_row,

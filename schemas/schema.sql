@@ -46,24 +46,25 @@ PARTITION BY DATE(event_time)
 CLUSTER BY account_id
 OPTIONS(description="Deduplicated card payments with PII masked or tokenised and per-account features; one row per transaction_id.");
 
-CREATE TABLE IF NOT EXISTS `${project}.${dataset}.fraud_velocity_alerts`
+CREATE TABLE IF NOT EXISTS `${project}.${dataset}.fraud_alerts`
 (
   alert_id STRING NOT NULL OPTIONS(description="Deterministic id of the alert (from the account, rule and burst): a replay of the same payments gives the same id; primary key."),
   account_id STRING NOT NULL OPTIONS(description="Id of the account whose payments triggered the rule; clustering key."),
-  rule STRING NOT NULL OPTIONS(description="The velocity rule that fired, as threshold in window size/slide, e.g. velocity:3 in 60s/5s."),
-  threshold INT64 NOT NULL OPTIONS(description="Number of payments in one sliding window that triggers the rule."),
-  window_start TIMESTAMP NOT NULL OPTIONS(description="Start of the first sliding window of the burst that held threshold payments (event time, UTC); partitioning column (by day)."),
-  window_end TIMESTAMP NOT NULL OPTIONS(description="End (exclusive) of that first sliding window (event time, UTC)."),
+  rule STRING NOT NULL OPTIONS(description="The rule that fired: its kind with its parameters, e.g. velocity:3 in 60s/5s or card_testing:4 under 2.00 in 600s. GROUP BY split(rule, ':')[OFFSET(0)] for the kind."),
+  rule_params STRING NOT NULL OPTIONS(description="The rule's parameters as a JSON object, e.g. {\"allowed_lateness_s\":10,\"period_s\":5,\"threshold\":3,\"window_s\":60}."),
+  threshold INT64 NOT NULL OPTIONS(description="Number of the rule's payments within one window that raises an alert."),
+  window_start TIMESTAMP NOT NULL OPTIONS(description="Start of the first window of the burst that held threshold payments (event time, UTC); partitioning column (by day)."),
+  window_end TIMESTAMP NOT NULL OPTIONS(description="End (exclusive) of that first window (event time, UTC)."),
   first_txn_time TIMESTAMP NOT NULL OPTIONS(description="Event time of the earliest payment of the burst in that window."),
   crossing_txn_time TIMESTAMP NOT NULL OPTIONS(description="Event time of the payment that made the window count reach the threshold."),
-  max_window_count INT64 NOT NULL OPTIONS(description="Largest number of the account's payments seen in any one sliding window of the burst."),
+  matched_count INT64 NOT NULL OPTIONS(description="Largest number of the account's payments the rule counted in any one window of the burst."),
   transaction_ids ARRAY<STRING> OPTIONS(description="Ids of the payments in that first window that crossed the threshold, in event-time order."),
   detected_at TIMESTAMP NOT NULL OPTIONS(description="Processing time at which the pipeline emitted the alert (UTC)."),
   PRIMARY KEY (alert_id) NOT ENFORCED
 )
 PARTITION BY DATE(window_start)
 CLUSTER BY account_id
-OPTIONS(description="One row per velocity burst of an account: too many payments within one sliding event-time window.");
+OPTIONS(description="One row per burst a fraud rule found on an account (rule: which rule, with its parameters), e.g. velocity: too many payments within one sliding event-time window.");
 
 CREATE TABLE IF NOT EXISTS `${project}.${dataset}.dead_letters`
 (
@@ -84,19 +85,19 @@ PARTITION BY DATE(received_at)
 CLUSTER BY reason, stage
 OPTIONS(description="Records the pipeline could not process (parse, dedup or sink errors), with a PII-masked copy of the payload.");
 
--- Accounts ranked by the number of distinct velocity alerts whose burst started in the last 24 hours.
+-- Accounts ranked by the number of distinct fraud alerts (every rule) whose burst started in the last 24 hours.
 CREATE OR REPLACE VIEW `${project}.${dataset}.v_top_fraud_accounts_24h`
-OPTIONS(description="Accounts ranked by distinct velocity alerts with window_start in the last 24 hours (replayed alerts counted once).")
+OPTIONS(description="Accounts ranked by distinct fraud alerts (every rule) with window_start in the last 24 hours (replayed alerts counted once).")
 AS
 -- view: v_top_fraud_accounts_24h
 SELECT
   account_id,
   COUNT(DISTINCT alert_id) AS alert_count,
-  MAX(max_window_count) AS max_window_count,
+  MAX(matched_count) AS matched_count,
   MIN(window_start) AS first_window_start,
   MAX(window_start) AS last_window_start,
   MAX(detected_at) AS last_detected_at
-FROM `${project}.${dataset}.fraud_velocity_alerts`
+FROM `${project}.${dataset}.fraud_alerts`
 WHERE window_start >= CURRENT_TIMESTAMP - INTERVAL 24 HOUR
 GROUP BY account_id
 ORDER BY alert_count DESC, account_id

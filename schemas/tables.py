@@ -40,6 +40,7 @@ __all__ = [
     "duckdb_comments_sql",
     "duckdb_insert_sql",
     "duckdb_insert_json_sql",
+    "duckdb_insert_select_sql",
     "duckdb_views_ddl",
     "duckdb_bootstrap_sql",
     "values_in_column_order",
@@ -213,12 +214,13 @@ TABLES: dict[str, TableSpec] = {
             ),
         ),
         _spec(
-            "fraud_velocity_alerts",
+            "fraud_alerts",
             primary_key="alert_id",
             partition_field="window_start",
             cluster_fields=["account_id"],
             description=(
-                "One row per velocity burst of an account: too many payments within one sliding event-time window."
+                "One row per burst a fraud rule found on an account (rule: which rule, with its parameters), "
+                "e.g. velocity: too many payments within one sliding event-time window."
             ),
         ),
         _spec(
@@ -289,19 +291,49 @@ def duckdb_insert_sql(name: str, *, ignore_duplicates: bool = True) -> str:
     ``ignore_duplicates`` a row whose primary key exists already is skipped (replays).
     """
     cols = column_names(name)
-    verb = "INSERT OR IGNORE INTO" if ignore_duplicates else "INSERT INTO"
-    return f"{verb} {name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+    return f"{_insert_verb(ignore_duplicates)} {name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
 
 
 def duckdb_insert_json_sql(name: str, path: str, *, ignore_duplicates: bool = True) -> str:
     """INSERT of a newline-delimited JSON file of rows from :mod:`schemas.rows`, typed by the schema."""
     spec = _table(name)
     columns = ", ".join(f"{_sql_string(f.name)}: {_sql_string(duckdb_type(f))}" for f in spec.fields)
-    verb = "INSERT OR IGNORE INTO" if ignore_duplicates else "INSERT INTO"
     return (
-        f"{verb} {spec.name} BY NAME SELECT * FROM read_json({_sql_string(path)}, "
+        f"{_insert_verb(ignore_duplicates)} {spec.name} BY NAME SELECT * FROM read_json({_sql_string(path)}, "
         f"format = 'newline_delimited', columns = {{{columns}}})"
     )
+
+
+def duckdb_insert_select_sql(
+    name: str,
+    relation: str,
+    *,
+    ignore_duplicates: bool = True,
+    expressions: Mapping[str, str] | None = None,
+) -> str:
+    """INSERT of every row of ``relation`` (a table, view or registered Arrow batch), each
+    column cast to the table's DuckDB type: what the DuckDB sink executes
+    (``transforms/sinks/duckdb_warehouse.py``).
+
+    ``relation`` holds the columns by name; ``expressions`` gives the SQL that computes a
+    column from the relation's columns instead (e.g. ``amount`` from ``amount_minor``).
+    """
+    spec = _table(name)
+    if not _IDENTIFIER.match(relation):
+        raise ValueError(f"invalid relation name {relation!r}")
+    given = dict(expressions or {})
+    unknown = sorted(set(given) - set(spec.column_names))
+    if unknown:
+        raise ValueError(f"table {name}: no columns {unknown}")
+    casts = ", ".join(
+        f"CAST({given.get(f.name, f.name)} AS {duckdb_type(f)}) AS {f.name}" for f in spec.fields
+    )
+    return f"{_insert_verb(ignore_duplicates)} {spec.name} BY NAME SELECT {casts} FROM {relation}"
+
+
+def _insert_verb(ignore_duplicates: bool) -> str:
+    """With ``ignore_duplicates`` a row whose primary key exists already is skipped (replays)."""
+    return "INSERT OR IGNORE INTO" if ignore_duplicates else "INSERT INTO"
 
 
 def values_in_column_order(name: str, row: Mapping[str, Any]) -> list[Any]:

@@ -61,7 +61,7 @@ ROWS: List[Tuple[str, List[Tuple[str, str, str, List[Tuple[str, str]]]]]] = [
                 "timeseries",
                 "ops",
                 [
-                    ("sum(rate(paystream_fraud_alerts_total[1m]))", "alerts/s"),
+                    ("sum by (rule) (rate(paystream_fraud_alerts_total[1m]))", "{{rule}}"),
                 ],
             ),
             (

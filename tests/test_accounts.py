@@ -84,7 +84,7 @@ def test_the_alert_names_the_crossing_payment_and_its_window() -> None:
     assert alert.transaction_ids == ("t0", "t1", "t2")
     assert alert.window_end_us - alert.window_start_us == RULE.size_us
     assert alert.window_start_us <= at and alert.window_end_us > at + 2 * US
-    assert alert.max_window_count == 3 and alert.first_txn_time_us == at
+    assert alert.matched_count == 3 and alert.first_txn_time_us == at
 
 
 def test_copies_within_the_horizon_are_duplicates_or_conflicts_and_later_ones_new() -> None:

@@ -46,7 +46,7 @@ from transforms.sinks.bigquery import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGESTION_COLUMNS = {
     "payment_transactions": "ingested_at",
-    "fraud_velocity_alerts": "detected_at",
+    "fraud_alerts": "detected_at",
     "dead_letters": "received_at",
 }
 CARD = "4111111111111111"
@@ -96,7 +96,7 @@ def test_tables_are_partitioned_and_clustered_as_schema_sql_says() -> None:
 
 def test_insert_ids_are_the_primary_keys() -> None:
     assert insert_id("payment_transactions", {"transaction_id": "txn-1"}) == "txn-1"
-    assert insert_id("fraud_velocity_alerts", {"alert_id": "a-1"}) == "a-1"
+    assert insert_id("fraud_alerts", {"alert_id": "a-1"}) == "a-1"
     assert insert_id("dead_letters", {"dead_letter_id": "d-1"}) == "d-1"
 
 

@@ -79,7 +79,7 @@ def _assert_exact(res: LiveResult) -> None:
     conn = duckdb.connect(res.warehouse, read_only=True)
     try:
         # one alert id per burst in the warehouse, the same as in the stream
-        stored = dict(conn.execute("SELECT account_id, alert_id FROM fraud_velocity_alerts").fetchall())
+        stored = dict(conn.execute("SELECT account_id, alert_id FROM fraud_alerts").fetchall())
         offsets = conn.execute(
             "SELECT count(*) FROM dead_letters WHERE source_topic IS NULL OR source_offset IS NULL"
         ).fetchone()
@@ -379,7 +379,7 @@ def test_bad_input_through_kafka(broker: KafkaBroker, tmp_path: Any) -> None:
         ).fetchall()
         dumps = [
             str(conn.execute(f"SELECT * FROM {table}").fetchall())
-            for table in ("payment_transactions", "dead_letters", "fraud_velocity_alerts")
+            for table in ("payment_transactions", "dead_letters", "fraud_alerts")
         ]
     finally:
         conn.close()

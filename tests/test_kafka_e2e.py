@@ -110,7 +110,7 @@ def _check_against_truth(warehouse: str, truth: GroundTruth) -> None:
             "SELECT count(*) FROM dead_letters WHERE source_topic IS NULL OR source_offset IS NULL"
         ).fetchone()
         assert offsets == (0,)  # Kafka coordinates reach the dead letters
-        alerts = conn.execute("SELECT account_id, transaction_ids FROM fraud_velocity_alerts").fetchall()
+        alerts = conn.execute("SELECT account_id, transaction_ids FROM fraud_alerts").fetchall()
         assert sorted(a for a, _ in alerts) == sorted(b.account_id for b in truth.bursts)
         for account, txn_ids in alerts:
             burst = next(b for b in truth.bursts if b.account_id == account)
@@ -308,7 +308,7 @@ def test_streaming_on_flink_while_the_producer_sends(broker: KafkaBroker, tmp_pa
 
         def drained() -> bool:
             committed, end = committed_and_end(broker, topic, "streaming")
-            alerts = run.counters().get('sink_rows{table="fraud_velocity_alerts"}', 0)
+            alerts = run.counters().get('sink_rows{table="fraud_alerts"}', 0)
             return committed == end and run.settled(N_EVENTS) and alerts >= len(truth.bursts)
 
         run.wait_for(drained, 600, "the run to drain the topic")
@@ -377,7 +377,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
     committed, end = committed_and_end(broker, topic, "restart")
     assert 0 < committed and end == RESTART_EVENTS, (committed, end)
     rows_before = _stored(warehouse, "payment_transactions")
-    alerts_before = _stored(warehouse, "fraud_velocity_alerts")
+    alerts_before = _stored(warehouse, "fraud_alerts")
     assert 0 < rows_before < len(truth.valid_transaction_ids)  # stopped in the middle
     rows_left = len(truth.valid_transaction_ids) - rows_before
     alerts_left = len(truth.bursts) - alerts_before
@@ -389,7 +389,7 @@ def test_streaming_restart_on_flink_in_the_middle_of_the_topic(
             return (
                 committed_and_end(broker, topic, "restart")[0] == end
                 and c.get('sink_rows{table="payment_transactions"}', 0) >= rows_left
-                and c.get('sink_rows{table="fraud_velocity_alerts"}', 0) >= alerts_left
+                and c.get('sink_rows{table="fraud_alerts"}', 0) >= alerts_left
             )
 
         # (rows it writes again after the checkpoint count too, hence the quiet period)

@@ -23,7 +23,7 @@ from simulator.generator import GeneratorConfig, GroundTruth, generate
 from transforms.parse import luhn_valid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLES = ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
+TABLES = ("payment_transactions", "fraud_alerts", "dead_letters")
 
 
 @dataclass
@@ -105,7 +105,7 @@ def test_default_run_warehouse_matches_the_ground_truth(default_run: Run, truth:
             conn.execute("SELECT count(*) FROM dead_letters WHERE message = '' OR reason = ''").fetchone()[0]
             == 0
         )
-        alerts = conn.execute("SELECT account_id, transaction_ids FROM fraud_velocity_alerts").fetchall()
+        alerts = conn.execute("SELECT account_id, transaction_ids FROM fraud_alerts").fetchall()
         burst_accounts = sorted(b.account_id for b in truth.bursts)
         assert sorted(a for a, _ in alerts) == burst_accounts  # each burst once, no other account
         # independently of the labels: every alerted account really had 3 payments in 60 s

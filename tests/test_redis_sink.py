@@ -61,7 +61,7 @@ def make_alerts(n: int, tag: str = "a") -> List[FraudAlert]:
                 window_end_us=start + 60 * _US,
                 first_txn_time_us=start + 1 * _US,
                 crossing_txn_time_us=start + 9 * _US,
-                max_window_count=3 + i % 3,
+                matched_count=3 + i % 3,
                 transaction_ids=tuple(f"txn-{tag}-{i}-{k}" for k in range(3)),
             )
         )
@@ -382,9 +382,7 @@ def _run(tmp: str, name: str, events: str, prefix: str, url: str) -> Dict[str, A
         out["txn_ids"] = {
             r[0] for r in conn.execute("SELECT transaction_id FROM payment_transactions").fetchall()
         }
-        out["alert_ids"] = {
-            r[0] for r in conn.execute("SELECT alert_id FROM fraud_velocity_alerts").fetchall()
-        }
+        out["alert_ids"] = {r[0] for r in conn.execute("SELECT alert_id FROM fraud_alerts").fetchall()}
     finally:
         conn.close()
     return out

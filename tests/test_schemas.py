@@ -60,7 +60,7 @@ from schemas.tables import (
 SCHEMA_DIR = Path(schemas.__file__).parent
 UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TABLE_NAMES = ["payment_transactions", "fraud_velocity_alerts", "dead_letters"]
+TABLE_NAMES = ["payment_transactions", "fraud_alerts", "dead_letters"]
 VIEW_NAMES = {"v_top_fraud_accounts_24h", "v_dedup_ratio", "v_dead_letters_by_reason"}
 
 
@@ -105,16 +105,17 @@ CONTRACT: dict[str, list[tuple[str, str, str]]] = {
         ("source_offset", "INTEGER", N),
         ("ingested_at", "TIMESTAMP", R),
     ],
-    "fraud_velocity_alerts": [
+    "fraud_alerts": [
         ("alert_id", "STRING", R),
         ("account_id", "STRING", R),
         ("rule", "STRING", R),
+        ("rule_params", "STRING", R),
         ("threshold", "INTEGER", R),
         ("window_start", "TIMESTAMP", R),
         ("window_end", "TIMESTAMP", R),
         ("first_txn_time", "TIMESTAMP", R),
         ("crossing_txn_time", "TIMESTAMP", R),
-        ("max_window_count", "INTEGER", R),
+        ("matched_count", "INTEGER", R),
         ("transaction_ids", "STRING", REP),
         ("detected_at", "TIMESTAMP", R),
     ],
@@ -134,7 +135,7 @@ CONTRACT: dict[str, list[tuple[str, str, str]]] = {
 }
 LAYOUT = {
     "payment_transactions": ("transaction_id", "event_time", ("account_id",)),
-    "fraud_velocity_alerts": ("alert_id", "window_start", ("account_id",)),
+    "fraud_alerts": ("alert_id", "window_start", ("account_id",)),
     "dead_letters": ("dead_letter_id", "received_at", ("reason", "stage")),
 }
 
@@ -290,7 +291,7 @@ def test_render_schema_sql_fills_every_placeholder() -> None:
     assert "${" not in sql and "$$" not in sql
     assert "`my-project.paystream_ds.payment_transactions`" in sql
     qualified = analysis_views("my-project", "paystream_ds")
-    assert "`my-project.paystream_ds.fraud_velocity_alerts`" in qualified["v_top_fraud_accounts_24h"]
+    assert "`my-project.paystream_ds.fraud_alerts`" in qualified["v_top_fraud_accounts_24h"]
     for body in qualified.values():
         assert body in sql  # the BigQuery views run exactly the SELECT text DuckDB runs
     with pytest.raises(ValueError):
@@ -407,7 +408,7 @@ def _record_columns(record: type, source_parts: tuple[str, ...]) -> dict[str, tu
 
 RECORD_FOR_TABLE = {
     "payment_transactions": (EnrichedTransaction, ("topic", "partition", "offset"), "ingested_at"),
-    "fraud_velocity_alerts": (FraudAlert, (), "detected_at"),
+    "fraud_alerts": (FraudAlert, (), "detected_at"),
     "dead_letters": (DeadLetter, ("topic", "partition", "offset", "key"), "received_at"),
 }
 
@@ -697,7 +698,7 @@ def alert(alert_id: str, account: str, window_start: datetime) -> FraudAlert:
         window_end_us=start + 60_000_000,
         first_txn_time_us=start + 1_000_000,
         crossing_txn_time_us=start + 30_500_000,
-        max_window_count=4,
+        matched_count=4,
         transaction_ids=(f"{alert_id}-a", f"{alert_id}-b", f"{alert_id}-c"),
     )
 
@@ -758,7 +759,7 @@ def test_transaction_row() -> None:
 
 def test_alert_and_dead_letter_rows() -> None:
     a = alert_row(alert("al-1", "acct-1", DAY1), us(DAY1) + 90_000_000)
-    assert_row_conforms("fraud_velocity_alerts", a)
+    assert_row_conforms("fraud_alerts", a)
     assert a["transaction_ids"] == ["al-1-a", "al-1-b", "al-1-c"]
     assert (a["window_start"], a["window_end"]) == (
         "2026-11-24T00:00:00.000000Z",
@@ -815,7 +816,7 @@ def test_duckdb_warehouse_end_to_end(tmp_path: Path) -> None:
             values_in_column_order("payment_transactions", tx_rows[0]),
         )
 
-    # fraud_velocity_alerts via read_json of newline-delimited rows (one duplicate line)
+    # fraud_alerts via read_json of newline-delimited rows (one duplicate line)
     alerts = [
         alert("al-1", "acct-1", now - timedelta(hours=1)),
         alert("al-2", "acct-1", now - timedelta(hours=3)),
@@ -825,7 +826,7 @@ def test_duckdb_warehouse_end_to_end(tmp_path: Path) -> None:
     alerts_file = tmp_path / "alerts's.jsonl"  # a quote in the path must not break the SQL
     lines = [json.dumps(alert_row(a, ingested)) for a in alerts]
     alerts_file.write_text("\n".join([*lines, lines[0]]) + "\n", encoding="utf-8")
-    con.execute(duckdb_insert_json_sql("fraud_velocity_alerts", str(alerts_file)))
+    con.execute(duckdb_insert_json_sql("fraud_alerts", str(alerts_file)))
 
     # dead_letters via executemany
     dls = [
@@ -844,7 +845,7 @@ def test_duckdb_warehouse_end_to_end(tmp_path: Path) -> None:
 
     con = _connect(db)  # reopen the file: everything persisted, session reset
     assert con.execute("SELECT count(*) FROM payment_transactions").fetchone() == (3,)
-    assert con.execute("SELECT count(*) FROM fraud_velocity_alerts").fetchone() == (4,)
+    assert con.execute("SELECT count(*) FROM fraud_alerts").fetchone() == (4,)
 
     [(amount, event_time, card_country, ratio, cross_border, ingested_at, offset)] = con.execute(
         "SELECT amount, event_time, card_country, amount_to_recent_mean, cross_border, ingested_at, source_offset "
@@ -858,13 +859,13 @@ def test_duckdb_warehouse_end_to_end(tmp_path: Path) -> None:
         "SELECT amount, cross_border FROM payment_transactions WHERE transaction_id = 't3'"
     ).fetchone() == (Decimal("1000.00"), True)
     [(ids, window_start)] = con.execute(
-        "SELECT transaction_ids, window_start FROM fraud_velocity_alerts WHERE alert_id = 'al-1'"
+        "SELECT transaction_ids, window_start FROM fraud_alerts WHERE alert_id = 'al-1'"
     ).fetchall()
     assert ids == ["al-1-a", "al-1-b", "al-1-c"]
     assert window_start == EPOCH + timedelta(microseconds=us(now - timedelta(hours=1)))
 
     top = con.execute(
-        "SELECT account_id, alert_count, max_window_count FROM v_top_fraud_accounts_24h"
+        "SELECT account_id, alert_count, matched_count FROM v_top_fraud_accounts_24h"
     ).fetchall()
     assert top == [("acct-1", 2, 4), ("acct-2", 1, 4)]
 
@@ -923,3 +924,103 @@ def test_rows_can_be_timed() -> None:
     for _ in range(1000):
         transaction_row(e, 0)
     assert (time.perf_counter() - start) / 1000 < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# The DuckDB sink writes with this module's SQL
+
+
+def test_insert_select_sql_casts_every_column_and_checks_its_arguments() -> None:
+    from schemas.tables import duckdb_insert_select_sql
+
+    sql = duckdb_insert_select_sql("dead_letters", "batch")
+    assert sql.startswith("INSERT OR IGNORE INTO dead_letters BY NAME SELECT CAST(")
+    assert sql.endswith(" FROM batch")
+    assert sql.count("CAST(") == len(column_names("dead_letters"))
+    assert duckdb_insert_select_sql("dead_letters", "batch", ignore_duplicates=False).startswith(
+        "INSERT INTO dead_letters "
+    )
+    computed = duckdb_insert_select_sql("payment_transactions", "b", expressions={"amount": "x * 0.01"})
+    assert "CAST(x * 0.01 AS DECIMAL(38,9)) AS amount" in computed
+    with pytest.raises(ValueError):
+        duckdb_insert_select_sql("dead_letters", "b", expressions={"cvv": "1"})
+    with pytest.raises(ValueError):
+        duckdb_insert_select_sql("dead_letters", "b; DROP TABLE dead_letters")
+
+
+def _string_constants(tree: Any) -> list[str]:
+    """Every string in the module's code (docstrings left out)."""
+    import ast
+
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
+
+
+def test_duckdb_sink_executes_the_insert_sql_of_schemas_tables(tmp_path: Path) -> None:
+    import ast
+
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from schemas.tables import duckdb_insert_select_sql
+    from transforms.sinks import duckdb_warehouse as sink
+
+    tree = ast.parse(Path(sink.__file__).read_text(encoding="utf-8"))
+    assert not [s for s in _string_constants(tree) if re.search(r"\bINSERT\b", s)]  # no SQL of its own
+
+    path = str(tmp_path / "w.duckdb")
+    for table in ("fraud_alerts", "dead_letters"):
+        fn = sink._WriteFn(path, table)
+        fn.setup()
+        assert fn._sql == duckdb_insert_select_sql(table, "paystream_batch")
+    txns = sink._WriteTransactionsFn(path)
+    txns.setup()
+    assert txns._sql == duckdb_insert_select_sql(
+        "payment_transactions",
+        "paystream_batch",
+        expressions={"amount": "CAST(amount_minor AS DECIMAL(38,9)) * 0.01"},
+    )
+
+    records = {
+        "payment_transactions": [
+            first_txn("t1", "acct-1", 1250, DAY1 + timedelta(hours=10)),
+            later_txn("t2", "acct-1", 99, DAY1 + timedelta(hours=11)),
+        ],
+        "fraud_alerts": [alert("al-1", "acct-1", DAY1)],
+        "dead_letters": [dead("d1", "parse", "invalid_json")],
+    }
+    for _ in range(2):  # the second run is a replay: the same rows
+        with TestPipeline() as p:
+            tables = {t: p | f"Create {t}" >> beam.Create(rs) for t, rs in records.items()}
+            _ = tables | sink.DuckDBSink(path)
+    conn = sink.connect(path).cursor()
+    try:
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in records}
+        assert counts == {"payment_transactions": (2,), "fraud_alerts": (1,), "dead_letters": (1,)}
+        amounts = conn.execute(
+            "SELECT transaction_id, amount FROM payment_transactions ORDER BY 1"
+        ).fetchall()
+        assert amounts == [("t1", Decimal("12.50")), ("t2", Decimal("0.99"))]
+        assert conn.execute("SELECT transaction_ids FROM fraud_alerts").fetchone() == (
+            ["al-1-a", "al-1-b", "al-1-c"],
+        )
+    finally:
+        conn.close()
+
+
+def test_required_fields_are_the_message_schemas() -> None:
+    from schemas.payment import MAX_PAYLOAD_BYTES, REQUIRED_FIELDS
+
+    required = payment_message_schema()["required"]
+    assert sorted(REQUIRED_FIELDS) == sorted(required) and len(set(REQUIRED_FIELDS)) == len(required)
+    assert set(REQUIRED_FIELDS) <= set(payment_message_schema()["properties"])
+    assert MAX_PAYLOAD_BYTES == 1_048_576  # Kafka's default max.message.bytes

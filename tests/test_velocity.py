@@ -127,7 +127,7 @@ def test_alert_content() -> None:
     assert alert.crossing_txn_time_us == (T0 + 20) * US
     assert alert.first_txn_time_us == T0 * US
     assert alert.window_start_us == (T0 - 35) * US  # first window holding 0, 10 and 20
-    assert alert.max_window_count == 4
+    assert alert.matched_count == 4
     assert alert.rule == "velocity:3 in 60s/5s"
 
 

@@ -38,16 +38,14 @@ differ only for a payment that arrives after its account was idle that long).
 
 from __future__ import annotations
 
-import hashlib
 import json
-from bisect import bisect_left, insort
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction
 from transforms import telemetry
 from transforms.deadletter import make_dead_letter
 from transforms.enrich import AccountHistory, features
-from transforms.velocity import VelocityRule
+from transforms.rules import Rule, Rules, as_rules
 
 __all__ = [
     "AccountBook",
@@ -57,6 +55,7 @@ __all__ = [
     "CONFLICT",
     "Pending",
     "conflict_letter",
+    "decide_all_in_order",
     "decide_in_order",
 ]
 
@@ -134,45 +133,52 @@ class IdBook:
         self.seen, self.clock_us = state
 
 
-# A payment as the velocity count holds it: (event_time_us, transaction_id, closed_before_us),
-# the last being the latest window start that was already closed when it arrived.
-_Held = Tuple[int, str, int]
-
-
 class AccountBook:
-    """Everything paystream remembers of one account."""
+    """Everything paystream remembers of one account: the ids it has seen, its feature
+    history, and the state each fraud rule keeps of it (``transforms/rules.py``)."""
 
-    __slots__ = ("seen", "history", "held", "runs", "clock_us")
+    __slots__ = ("seen", "history", "rule_states", "clock_us")
 
     def __init__(self) -> None:
         # transaction id -> (fingerprint, the clock when it was seen: its event time or later)
         self.seen: Dict[str, Tuple[str, int]] = {}
         self.history = AccountHistory()
-        self.held: List[_Held] = []  # sorted; only payments an open window can hold
-        self.runs: List[List[Any]] = []  # [first start, last start, alert id] of alerted runs
+        self.rule_states: List[Any] = []  # one per rule of the run, in its order
         self.clock_us = -(2**62)  # the latest event time seen
 
     def __getstate__(self) -> Tuple[Any, ...]:
-        return self.seen, self.history, self.held, self.runs, self.clock_us
+        return self.seen, self.history, self.rule_states, self.clock_us
 
     def __setstate__(self, state: Tuple[Any, ...]) -> None:
-        self.seen, self.history, self.held, self.runs, self.clock_us = state
+        self.seen, self.history, self.rule_states, self.clock_us = state
 
     def decide(
         self,
         txn: MaskedTransaction,
         fingerprint: str,
-        rule: VelocityRule,
+        rule: Rule,
         horizon_us: int,
         history_ttl_us: int,
     ) -> Tuple[str, Optional[EnrichedTransaction], Optional[FraudAlert]]:
+        """``decide_all`` for one rule: the payment's verdict, row and the alert it raises."""
+        verdict, row, alerts = self.decide_all(txn, fingerprint, as_rules(rule), horizon_us, history_ttl_us)
+        return verdict, row, (alerts[0] if alerts else None)
+
+    def decide_all(
+        self,
+        txn: MaskedTransaction,
+        fingerprint: str,
+        rules: Rules,
+        horizon_us: int,
+        history_ttl_us: int,
+    ) -> Tuple[str, Optional[EnrichedTransaction], Tuple[FraudAlert, ...]]:
         """This payment's verdict (``NEW``, ``DUPLICATE``, ``CONFLICT``); for a new one its
-        row and the alert it raises, if any."""
+        row and the alerts its rules raise, in the rules' order."""
         at = txn.event_time_us
         clock = self.clock_us
         first = self.seen.get(txn.transaction_id)
         if first is not None and first[1] >= clock - horizon_us:
-            return (DUPLICATE if first[0] == fingerprint else CONFLICT), None, None
+            return (DUPLICATE if first[0] == fingerprint else CONFLICT), None, ()
         # remembered for the horizon from when it was seen: a payment dated long before the
         # clock (late, or a copy with its date damaged) is still caught when sent again
         self.seen[txn.transaction_id] = (fingerprint, max(at, clock))
@@ -181,95 +187,64 @@ class AccountBook:
             history = self.history = AccountHistory()  # idle longer than the TTL: a fresh history
         row = features(txn, history)
         history.push(txn)
-        alert = self._count(txn, rule, clock)
+        states = self.rule_states
+        if len(states) != len(rules):
+            states = self.rule_states = [rule.new_state() for rule in rules]
+        alerts: Tuple[FraudAlert, ...] = ()
+        for rule, state in zip(rules, states):
+            alert = rule.observe(state, txn, clock)
+            if alert is not None:
+                alerts += (alert,)
         if at > clock:
             self.clock_us = at
-            if len(self.seen) > 16 or len(self.held) > 16:
-                self.prune(rule, horizon_us)
-        return NEW, row, alert
+            if len(self.seen) > 16:
+                self._forget_ids(horizon_us)
+        return NEW, row, alerts
 
-    def _count(self, txn: MaskedTransaction, rule: VelocityRule, clock: int) -> Optional[FraudAlert]:
-        at = txn.event_time_us
-        size_us, period_us, threshold = rule.size_s * _US, rule.period_s * _US, rule.threshold
-        closed_before = clock - rule.allowed_lateness_s * _US - size_us
-        last_start = at - at % period_us  # its windows start at last_start, - period, ...
-        if last_start <= closed_before:
-            return None  # every window that holds it is closed
-        held = self.held
-        entry = (at, txn.transaction_id, closed_before)
-        if not held or entry > held[-1]:
-            held.append(entry)
-            if len(held) < threshold or held[-threshold][0] <= at - size_us:
-                return None  # in order, and too few payments within a window's length before it
-        else:
-            insort(held, entry)
-        lo = bisect_left(held, (at - size_us + 1,))
-        hi = bisect_left(held, (last_start + size_us,), lo)
-        if hi - lo < threshold:
-            return None
-        firing: List[Tuple[int, List[_Held]]] = []
-        for start in range(last_start, max(closed_before, at - size_us), -period_us):
-            begin = bisect_left(held, (start,), lo, hi)
-            inside = [
-                p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start
-            ]
-            if len(inside) >= threshold:
-                firing.append((start, inside))
-        if not firing:
-            return None
-        first, last = firing[-1][0], firing[0][0]
-        for run in self.runs:
-            if first <= run[1] + period_us and last >= run[0] - period_us:
-                run[0], run[1] = min(run[0], first), max(run[1], last)
-                return None  # part of a burst already alerted
-        alert_id = hashlib.sha256(f"{txn.account_id}|{rule.name}|{first}".encode()).hexdigest()[:32]
-        self.runs.append([first, last, alert_id])
-        earliest = firing[-1][1][:threshold]
-        return FraudAlert(
-            alert_id=alert_id,
-            account_id=txn.account_id,
-            rule=rule.name,
-            threshold=threshold,
-            window_start_us=first,
-            window_end_us=first + size_us,
-            first_txn_time_us=min(inside[0][0] for _, inside in firing),
-            crossing_txn_time_us=at,
-            max_window_count=max(len(inside) for _, inside in firing),
-            transaction_ids=tuple(p[1] for p in earliest),
-        )
-
-    def prune(self, rule: VelocityRule, horizon_us: int) -> None:
-        """Forget what can no longer change a decision (never changes one)."""
-        clock = self.clock_us
-        oldest = clock - horizon_us
+    def _forget_ids(self, horizon_us: int) -> None:
+        oldest = self.clock_us - horizon_us
         self.seen = {k: v for k, v in self.seen.items() if v[1] >= oldest}
-        # An open window starts after clock - lateness - size: older payments are in none,
-        # and a run ending a period before that can no longer be touched.
-        open_after = clock - rule.allowed_lateness_s * _US - rule.size_s * _US
-        del self.held[: bisect_left(self.held, (open_after - rule.size_s * _US,))]
-        self.runs = [r for r in self.runs if r[1] + rule.period_s * _US >= open_after - rule.period_s * _US]
 
-    def idle_after_us(self, horizon_us: int, history_ttl_us: int, rule: VelocityRule) -> int:
+    def prune(self, rules: Union[Rule, Rules], horizon_us: int) -> None:
+        """Forget what can no longer change a decision (never changes one)."""
+        self._forget_ids(horizon_us)
+        for rule, state in zip(as_rules(rules), self.rule_states):
+            prune = getattr(rule, "prune", None)
+            if prune is not None:
+                prune(state, self.clock_us)
+
+    def idle_after_us(self, horizon_us: int, history_ttl_us: int, rules: Union[Rule, Rules]) -> int:
         """After this event time nothing of the account can change a decision but a copy
         or a late payment: the book may be dropped."""
-        keep = max(horizon_us, history_ttl_us, (rule.allowed_lateness_s + 2 * rule.size_s) * _US)
-        return self.clock_us + keep
+        return self.clock_us + max(horizon_us, history_ttl_us, as_rules(rules).keep_us())
 
 
-def decide_in_order(
+def decide_all_in_order(
     records: Iterable[Tuple[MaskedTransaction, str]],
-    rule: VelocityRule,
+    rules: Rules,
     horizon_us: int,
     history_ttl_us: int,
-) -> Iterable[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Optional[FraudAlert]]]:
-    """Every payment of a complete list decided by its account's book, in the order read."""
+) -> Iterable[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Tuple[FraudAlert, ...]]]:
+    """Every payment of a complete list decided by its account's book, in the order read,
+    with the alerts its rules raise."""
     books: Dict[str, AccountBook] = {}
     for txn, fingerprint in sorted(records, key=_read_order):
         book = books.get(txn.account_id)
         if book is None:
             book = books[txn.account_id] = AccountBook()
-        verdict, row, alert = book.decide(txn, fingerprint, rule, horizon_us, history_ttl_us)
-        yield verdict, txn, row, alert
+        verdict, row, alerts = book.decide_all(txn, fingerprint, rules, horizon_us, history_ttl_us)
+        yield verdict, txn, row, alerts
+
+
+def decide_in_order(
+    records: Iterable[Tuple[MaskedTransaction, str]],
+    rule: Rule,
+    horizon_us: int,
+    history_ttl_us: int,
+) -> Iterable[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Optional[FraudAlert]]]:
+    """``decide_all_in_order`` for one rule: each payment with the alert it raises, if any."""
+    for verdict, txn, row, alerts in decide_all_in_order(records, as_rules(rule), horizon_us, history_ttl_us):
+        yield verdict, txn, row, (alerts[0] if alerts else None)
 
 
 def _read_order(record: Tuple[MaskedTransaction, str]) -> Any:
@@ -304,11 +279,13 @@ def count_stored(new: int, again: int, conflicts: int) -> None:
         telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
 
 
-def count_decided(new: int, duplicates: int, conflicts: int, alerts: int) -> None:
-    """The counters of payments decided by their books (both drivers, once per list or bundle)."""
+def count_decided(new: int, duplicates: int, conflicts: int, alerts: Dict[str, int]) -> None:
+    """The counters of payments decided by their books (both drivers, once per list or
+    bundle); ``alerts``: how many each rule kind raised."""
     if new:
         telemetry.count("payments_unique", new)
         telemetry.count("payments_enriched", new)
     count_stored(0, duplicates, conflicts)
-    if alerts:
-        telemetry.count("fraud_alerts", alerts)
+    for kind, n in alerts.items():
+        if n:
+            telemetry.count("fraud_alerts", n, rule=kind)

@@ -25,7 +25,7 @@ What comes out equals the streaming driver on the same input
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
@@ -43,13 +43,13 @@ from transforms.accounts import (
     conflict_letter,
     count_decided,
     count_stored,
-    decide_in_order,
+    decide_all_in_order,
 )
 from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.velocity import VelocityRule
+from transforms.rules import Rule, Rules, as_rules
 
 __all__ = ["DEFAULT_CHUNK", "BoundedOutputs", "BoundedPayments"]
 
@@ -113,21 +113,24 @@ class _DecideFn(beam.DoFn):
     streaming step decides as they arrive (``transforms/streaming.py``). With the id check
     to come, rows leave split by transaction-id shard."""
 
-    def __init__(self, rule: VelocityRule, horizon_us: int, history_ttl_us: int, id_shards: int) -> None:
-        self._rule = rule
+    def __init__(self, rules: Rules, horizon_us: int, history_ttl_us: int, id_shards: int) -> None:
+        self._rules = rules
         self._horizon_us = horizon_us
         self._ttl_us = history_ttl_us
         self._id_shards = id_shards
 
     def process(self, shard: Tuple[int, List[Tuple[MaskedTransaction, str]]]) -> Iterable[Any]:
-        new = duplicates = conflicts = alerts = 0
+        new = duplicates = conflicts = 0
+        alerts: Dict[str, int] = {}
         rows: List[EnrichedTransaction] = []
-        for verdict, txn, row, alert in decide_in_order(shard[1], self._rule, self._horizon_us, self._ttl_us):
+        decided = decide_all_in_order(shard[1], self._rules, self._horizon_us, self._ttl_us)
+        for verdict, txn, row, raised in decided:
             if verdict is NEW:
                 new += 1
                 rows.append(row)  # type: ignore[arg-type]
-                if alert is not None:
-                    alerts += 1
+                for alert in raised:
+                    kind = alert.rule.split(":", 1)[0]
+                    alerts[kind] = alerts.get(kind, 0) + 1
                     yield beam.pvalue.TaggedOutput(
                         ALERTS_TAG, TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
                     )
@@ -161,13 +164,14 @@ class _CheckIdsFn(beam.DoFn):
 class BoundedPayments(beam.PTransform):
     """Chunks of raw payloads (a bounded input, a batch run) -> rows, alerts, dead letters.
 
-    The key is given as to ``MaskPII`` and checked the same way; ``rule``, ``horizon_s``
+    The key is given as to ``MaskPII`` and checked the same way; ``rules`` (one rule or
+    several, ``transforms/rules.py``), ``horizon_s``
     and ``history_ttl_s`` as to ``StreamingPayments``.
     """
 
     def __init__(
         self,
-        rule: VelocityRule,
+        rules: Union[Rule, Rules],
         key: Optional[bytes] = None,
         key_path: Optional[str] = None,
         check_key: bool = True,
@@ -187,7 +191,7 @@ class BoundedPayments(beam.PTransform):
         if max_future_skew_s < 0:
             raise ValueError("max_future_skew_s must be >= 0")
         self._mask = MaskPII(key=key, key_path=key_path, check_key=check_key)
-        self._rule = rule
+        self._rules = as_rules(rules)
         self._max_future_skew_s = max_future_skew_s
         self._shards = shards
         self._horizon_us = int(horizon_s * 1_000_000)
@@ -204,7 +208,7 @@ class BoundedPayments(beam.PTransform):
             parsed.masked
             | "ByAccount" >> MergeShards()
             | "Decide"
-            >> beam.ParDo(_DecideFn(self._rule, self._horizon_us, self._ttl_us, id_shards)).with_outputs(
+            >> beam.ParDo(_DecideFn(self._rules, self._horizon_us, self._ttl_us, id_shards)).with_outputs(
                 DEAD_LETTER_TAG, ALERTS_TAG, main="transactions"
             )
         )

@@ -57,7 +57,7 @@ class Ticker:
         return (
             f"[{elapsed:6.1f}s] read {read}{total} ({rate:,.0f}/s) | "
             f"rows {counts.get('payment_transactions', 0)} | "
-            f"alerts {counts.get('fraud_velocity_alerts', 0)} | "
+            f"alerts {counts.get('fraud_alerts', 0)} | "
             f"dead letters {counts.get('dead_letters', 0)}"
         )
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import pickle
 import random
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
@@ -68,7 +68,7 @@ from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.velocity import VelocityRule
+from transforms.rules import Rule, Rules, as_rules
 
 __all__ = ["StreamingOutputs", "StreamingPayments"]
 
@@ -347,18 +347,18 @@ class _AccountsFn(beam.DoFn):
     LOG, TOKEN = _Ledger.LOG, _Ledger.TOKEN
     EXPIRY = TimerSpec("accounts_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, rule: VelocityRule, horizon_s: float, history_ttl_s: float, id_shards: int) -> None:
-        self._rule = rule
+    def __init__(self, rules: Rules, horizon_s: float, history_ttl_s: float, id_shards: int) -> None:
+        self._rules = rules
         self._horizon_us = int(horizon_s * _US)
         self._ttl_us = int(history_ttl_s * _US)
         self._id_shards = id_shards  # > 0: rows go on to the id check, in lists by id shard
-        self._counts = [0, 0, 0, 0]  # new, duplicates, conflicts, alerts
+        self._counts: List[Any] = [0, 0, 0, {}]  # new, duplicates, conflicts, alerts by rule kind
 
     def setup(self) -> None:
         _weigh_state_cheaply()
 
     def start_bundle(self) -> None:
-        self._counts = [0, 0, 0, 0]
+        self._counts = [0, 0, 0, {}]
         self._rows = _Lists()
 
     def process(
@@ -376,22 +376,23 @@ class _AccountsFn(beam.DoFn):
         if books is None:
             books = Books()
         changed = Books()
-        rule, horizon, ttl, counts = self._rule, self._horizon_us, self._ttl_us, self._counts
+        rules, horizon, ttl, counts = self._rules, self._horizon_us, self._ttl_us, self._counts
         book = None
         for txn, fingerprint in element[1]:
             book = books.get(txn.account_id)
             if book is None:
                 book = books[txn.account_id] = AccountBook()
             changed[txn.account_id] = book
-            verdict, row, alert = book.decide(txn, fingerprint, rule, horizon, ttl)
+            verdict, row, alerts = book.decide_all(txn, fingerprint, rules, horizon, ttl)
             if verdict is NEW:
                 counts[0] += 1
                 if id_shards:
                     rows.add(shard_of(txn.transaction_id, id_shards), row, timestamp)
                 else:
                     yield row
-                if alert is not None:
-                    counts[3] += 1
+                for alert in alerts:
+                    kind = alert.rule.split(":", 1)[0]
+                    counts[3][kind] = counts[3].get(kind, 0) + 1
                     yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
             elif verdict is DUPLICATE:
                 counts[1] += 1
@@ -399,12 +400,12 @@ class _AccountsFn(beam.DoFn):
                 counts[2] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
         if fresh and book is not None:
-            expiry.set(Timestamp(micros=book.idle_after_us(horizon, ttl, rule)))
+            expiry.set(Timestamp(micros=book.idle_after_us(horizon, ttl, rules)))
         _BOOKS_LEDGER.write(key, books, changed, token, token_state, log)
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         count_decided(*self._counts)
-        self._counts = [0, 0, 0, 0]
+        self._counts = [0, 0, 0, {}]
         yield from self._rows.drain()
 
     @on_timer(EXPIRY)
@@ -420,8 +421,8 @@ class _AccountsFn(beam.DoFn):
         if books is None:
             return
         now = fired_at.micros
-        rule, horizon, ttl = self._rule, self._horizon_us, self._ttl_us
-        idle = {a: b.idle_after_us(horizon, ttl, rule) for a, b in books.items()}
+        rules, horizon, ttl = self._rules, self._horizon_us, self._ttl_us
+        idle = {a: b.idle_after_us(horizon, ttl, rules) for a, b in books.items()}
         kept = Books((a, b) for a, b in books.items() if idle[a] > now)
         if kept:
             _BOOKS_LEDGER.write(key, kept, None, token, token_state, log)  # pruned: written whole
@@ -437,7 +438,7 @@ class StreamingPayments(beam.PTransform):
 
     def __init__(
         self,
-        rule: VelocityRule,
+        rules: Union[Rule, Rules],
         key: Optional[bytes] = None,
         key_path: Optional[str] = None,
         check_key: bool = True,
@@ -456,7 +457,7 @@ class StreamingPayments(beam.PTransform):
         if horizon_s <= 0 or history_ttl_s <= 0:
             raise ValueError("horizon_s and history_ttl_s must be > 0")
         self._mask = MaskPII(key=key, key_path=key_path, check_key=check_key)
-        self._rule = rule
+        self._rules = as_rules(rules)
         self._max_future_skew_s = max_future_skew_s
         self._horizon_s = horizon_s
         self._ttl_s = history_ttl_s
@@ -471,7 +472,7 @@ class StreamingPayments(beam.PTransform):
         parsed.masked.element_type = lists
         id_shards = (self._shards or DEFAULT_SHARDS) if self._global else 0
         decided = parsed.masked | "Accounts" >> beam.ParDo(
-            _AccountsFn(self._rule, self._horizon_s, self._ttl_s, id_shards)
+            _AccountsFn(self._rules, self._horizon_s, self._ttl_s, id_shards)
         ).with_outputs(DEAD_LETTER_TAG, ALERTS_TAG, main="transactions")
         dead = [parsed[DEAD_LETTER_TAG], decided[DEAD_LETTER_TAG]]
         rows = decided.transactions

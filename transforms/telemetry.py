@@ -41,7 +41,7 @@ METRICS: Dict[str, Tuple[str, str, Tuple[str, ...], Tuple[float, ...]]] = {
         (),
     ),
     "payments_enriched": ("counter", "Payments with features computed", (), ()),
-    "fraud_alerts": ("counter", "Velocity fraud alerts raised", (), ()),
+    "fraud_alerts": ("counter", "Fraud alerts raised, by rule kind (velocity, card_testing)", ("rule",), ()),
     "sink_rows": ("counter", "Rows written, by sink table", ("table",), ()),
     "sink_errors": ("counter", "Failed sink writes, by sink table", ("table",), ()),
     "sink_rows_present": (

@@ -35,10 +35,9 @@ every scenario on both):
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -52,6 +51,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from schemas.records import FraudAlert, MaskedTransaction
 from transforms import telemetry
 from transforms.batching import DEFAULT_SHARDS, GroupIntoShards
+from transforms.rules import alert_id, rule_params_json
 
 __all__ = [
     "BurstTracker",
@@ -99,6 +99,104 @@ class VelocityRule:
     @property
     def period_us(self) -> int:
         return self.period_s * _US
+
+    # ------------------------------------------------------------ the rule seam (transforms/rules.py)
+
+    kind: ClassVar[str] = "velocity"
+
+    @classmethod
+    def from_options(cls, opts: Any) -> VelocityRule:
+        """Its flags (``--velocity_*``, ``--allowed_lateness_s``) are the pipeline's own
+        (``beam_pipeline/options.py``): the Kafka replay and the windows path use them too."""
+        return cls(
+            opts.velocity_threshold, opts.velocity_window_s, opts.velocity_period_s, opts.allowed_lateness_s
+        )
+
+    def params(self) -> Dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "window_s": self.size_s,
+            "period_s": self.period_s,
+            "allowed_lateness_s": self.allowed_lateness_s,
+        }
+
+    def new_state(self) -> List[Any]:
+        """[held, runs]: the payments an open window can hold, sorted, as
+        (event_time_us, transaction_id, closed_before_us), the last being the latest window
+        start already closed when it arrived; and [first start, last start, alert id] of
+        the alerted runs."""
+        return [[], []]
+
+    def keep_us(self) -> int:
+        return (self.allowed_lateness_s + 2 * self.size_s) * _US
+
+    def observe(self, state: List[Any], txn: MaskedTransaction, clock: int) -> Optional[FraudAlert]:
+        """The payment counted into the windows ``SlidingWindows(size, period)`` assigns it
+        (``window_starts``). The windows that now hold ``threshold`` payments or more form
+        its *run*. A run that touches (within one period) a run already alerted extends it
+        and raises nothing; otherwise it raises one alert, at once, on this payment. A
+        window is closed once its end plus the allowed lateness is behind ``clock``: a
+        payment is not counted in closed windows."""
+        at = txn.event_time_us
+        held = state[0]
+        if at > clock and len(held) > 16:
+            self.prune(state, at)
+        size_us, period_us, threshold = self.size_s * _US, self.period_s * _US, self.threshold
+        closed_before = clock - self.allowed_lateness_s * _US - size_us
+        last_start = at - at % period_us  # its windows start at last_start, - period, ...
+        if last_start <= closed_before:
+            return None  # every window that holds it is closed
+        entry = (at, txn.transaction_id, closed_before)
+        if not held or entry > held[-1]:
+            held.append(entry)
+            if len(held) < threshold or held[-threshold][0] <= at - size_us:
+                return None  # in order, and too few payments within a window's length before it
+        else:
+            insort(held, entry)
+        lo = bisect_left(held, (at - size_us + 1,))
+        hi = bisect_left(held, (last_start + size_us,), lo)
+        if hi - lo < threshold:
+            return None
+        firing: List[Tuple[int, List[Any]]] = []
+        for start in range(last_start, max(closed_before, at - size_us), -period_us):
+            begin = bisect_left(held, (start,), lo, hi)
+            inside = [
+                p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start
+            ]
+            if len(inside) >= threshold:
+                firing.append((start, inside))
+        if not firing:
+            return None
+        first, last = firing[-1][0], firing[0][0]
+        for run in state[1]:
+            if first <= run[1] + period_us and last >= run[0] - period_us:
+                run[0], run[1] = min(run[0], first), max(run[1], last)
+                return None  # part of a burst already alerted
+        alert = alert_id(txn.account_id, self.name, first)
+        state[1].append([first, last, alert])
+        earliest = firing[-1][1][:threshold]
+        return FraudAlert(
+            alert_id=alert,
+            account_id=txn.account_id,
+            rule=self.name,
+            threshold=threshold,
+            window_start_us=first,
+            window_end_us=first + size_us,
+            first_txn_time_us=min(inside[0][0] for _, inside in firing),
+            crossing_txn_time_us=at,
+            matched_count=max(len(inside) for _, inside in firing),
+            transaction_ids=tuple(p[1] for p in earliest),
+            rule_params=rule_params_json(self.params()),
+        )
+
+    def prune(self, state: List[Any], clock: int) -> None:
+        """Forget what can no longer change a decision (never changes one): an open window
+        starts after clock - lateness - size, so older payments are in none, and a run
+        ending a period before that can no longer be touched."""
+        open_after = clock - self.allowed_lateness_s * _US - self.size_s * _US
+        held = state[0]
+        del held[: bisect_left(held, (open_after - self.size_s * _US,))]
+        state[1] = [r for r in state[1] if r[1] + self.period_s * _US >= open_after - self.period_s * _US]
 
 
 def window_starts(event_time_us: int, size_us: int, period_us: int) -> List[int]:
@@ -247,12 +345,12 @@ class BurstTracker:
             if cross_us > watermark_us:
                 next_due = cross_us if next_due is None else min(next_due, cross_us)
                 continue
-            alert_id = hashlib.sha256(f"{account_id}|{rule.name}|{first}".encode()).hexdigest()[:32]
-            self.alerted.append(_Alerted(first, last, alert_id))
+            burst_id = alert_id(account_id, rule.name, first)
+            self.alerted.append(_Alerted(first, last, burst_id))
             earliest = crossing_pane.earliest[: rule.threshold]
             alerts.append(
                 FraudAlert(
-                    alert_id=alert_id,
+                    alert_id=burst_id,
                     account_id=account_id,
                     rule=rule.name,
                     threshold=rule.threshold,
@@ -260,8 +358,9 @@ class BurstTracker:
                     window_end_us=run[0].end_us,
                     first_txn_time_us=min(w.earliest[0][0] for w in run),
                     crossing_txn_time_us=cross_us,
-                    max_window_count=max(w.payments for w in run),
+                    matched_count=max(w.payments for w in run),
                     transaction_ids=tuple(ref[1] for ref in earliest),
+                    rule_params=rule_params_json(rule.params()),
                 )
             )
         return alerts, next_due
@@ -307,7 +406,7 @@ def judge_shard(
     stamped with its crossing payment's event time."""
     refs = ((t.account_id, (t.event_time_us, t.transaction_id)) for t in records)
     for alert in judge_bursts(refs, rule, judge_until_us):
-        telemetry.count("fraud_alerts")
+        telemetry.count("fraud_alerts", rule="velocity")
         yield TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))
 
 
@@ -449,7 +548,7 @@ class _RaiseAlertsFn(beam.DoFn):
             timer_at.write(next_at)
             wake.set(Timestamp(micros=next_at))
         for alert in alerts:
-            telemetry.count("fraud_alerts")
+            telemetry.count("fraud_alerts", rule="velocity")
             yield alert
 
 

@@ -6,9 +6,9 @@
 * ``Sink`` is the contract: a ``PTransform`` from ``{table: PCollection of records}`` (the
   records of ``schemas.records``: ``EnrichedTransaction``, ``FraudAlert``, ``DeadLetter``)
   to a ``PCollection`` of the sink's own dead letters (rows the store refused, already
-  written where the sink can write them; empty for a sink that refuses nothing). Each sink
-  turns records into its rows itself (``schemas.rows``), so a columnar store can skip the
-  row dicts.
+  written where the sink can write them), or ``PDone`` for a sink that refuses nothing (no
+  empty source is added to a streaming job). Each sink turns records into its rows itself
+  (``schemas.rows``), so a columnar store can skip the row dicts.
 * ``record_write`` is how every sink records a write: ``sink_rows`` and
   ``sink_write_seconds`` by table, and ``end_to_end_latency_seconds`` from each record's
   event time to the end of the write.
@@ -46,11 +46,11 @@ def record_write(table: str, rows: int, started: float, event_times_us: Iterable
 
 
 class Sink(beam.PTransform):
-    """``{table: records}`` -> the sink's dead letters. ``tables``: those it writes."""
+    """``{table: records}`` -> the sink's dead letters, or ``PDone``. ``tables``: those it writes."""
 
     tables: tuple = ()
 
-    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[Any]:
+    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> Any:
         raise NotImplementedError
 
 

@@ -31,7 +31,7 @@ from schemas.rows import (
     rfc3339_to_us,
     transaction_columns,
 )
-from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_type
+from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_insert_select_sql, duckdb_type
 from transforms import telemetry
 from transforms.progress import bump
 from transforms.sinks import Sink, Warehouse, record_write
@@ -71,9 +71,8 @@ def connect(path: str) -> duckdb.DuckDBPyConnection:
 
 
 def _insert_sql(table: str, relation: str) -> str:
-    spec = TABLES[table]
-    casts = ", ".join(f"CAST({f.name} AS {duckdb_type(f)}) AS {f.name}" for f in spec.fields)
-    return f"INSERT OR IGNORE INTO {table} BY NAME SELECT {casts} FROM {relation}"
+    """The rows of ``relation`` into ``table``, replays ignored (``schemas.tables``)."""
+    return duckdb_insert_select_sql(table, relation)
 
 
 class _WriteFn(beam.DoFn):
@@ -135,15 +134,12 @@ _RECORDS_PER_WRITE = 20_000
 
 def _records_insert_sql(table: str, relation: str) -> str:
     """``_insert_sql`` for a batch of ``transaction_columns``: the amount from its hundredths."""
-    spec = TABLES[table]
-    casts = []
-    for f in spec.fields:
-        if f.type == "NUMERIC":  # exact: DECIMAL * DECIMAL is a DECIMAL
-            kind = duckdb_type(f)
-            casts.append(f"CAST(CAST({_AMOUNT_MINOR} AS {kind}) * 0.01 AS {kind}) AS {f.name}")
-        else:
-            casts.append(f"CAST({f.name} AS {duckdb_type(f)}) AS {f.name}")
-    return f"INSERT OR IGNORE INTO {table} BY NAME SELECT {', '.join(casts)} FROM {relation}"
+    amounts = {  # exact: DECIMAL * DECIMAL is a DECIMAL
+        f.name: f"CAST({_AMOUNT_MINOR} AS {duckdb_type(f)}) * 0.01"
+        for f in TABLES[table].fields
+        if f.type == "NUMERIC"
+    }
+    return duckdb_insert_select_sql(table, relation, expressions=amounts)
 
 
 class _WriteTransactionsFn(beam.DoFn):
@@ -237,7 +233,7 @@ class WriteToDuckDB(beam.PTransform):
 
 
 class DuckDBSink(Sink):
-    """The graph's tables -> one DuckDB file; DuckDB refuses no row, so no dead letters."""
+    """The graph's tables -> one DuckDB file; DuckDB refuses no row: no dead letters (``PDone``)."""
 
     tables = (TRANSACTIONS, ALERTS, DEAD_LETTERS)
 
@@ -245,14 +241,13 @@ class DuckDBSink(Sink):
         super().__init__(label)
         self._path = os.path.abspath(path)
 
-    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[Any]:
+    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> Any:
         for table, records in tables.items():
             if table == TRANSACTIONS:  # column by column from the records: no row dict
                 records | f"Write {table}" >> WriteTransactionsToDuckDB(self._path)
             else:
                 records | f"Write {table}" >> WriteToDuckDB(self._path, table)
-        first = next(iter(tables.values()))
-        return first.pipeline | "NoDeadLetters" >> beam.Create([])
+        return beam.pvalue.PDone(next(iter(tables.values())).pipeline)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -275,23 +270,29 @@ class DuckDBWarehouse(Warehouse):
 
 
 def warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
-    """Row counts, the most alerted accounts and the alerts, read back after a run."""
+    """Row counts, alerts by rule kind, the accounts with the most velocity alerts, and the
+    velocity alerts (what the simulator's bursts are scored against), read back after a run."""
     conn = connect(path).cursor()
     try:
         facts: Dict[str, Any] = {"path": path}
         facts["rows"] = {
             table: (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
-            for table in ("payment_transactions", "fraud_velocity_alerts", "dead_letters")
+            for table in ("payment_transactions", "fraud_alerts", "dead_letters")
         }
+        facts["alerts_by_rule"] = dict(
+            conn.execute(
+                "SELECT split_part(rule, ':', 1) AS kind, count(*) FROM fraud_alerts GROUP BY kind ORDER BY kind"
+            ).fetchall()
+        )
         facts["top_accounts"] = conn.execute(
-            "SELECT account_id, count(*) AS alerts, max(max_window_count) AS max_in_window "
-            "FROM fraud_velocity_alerts GROUP BY account_id ORDER BY alerts DESC, max_in_window DESC, "
-            "account_id LIMIT 5"
+            "SELECT account_id, count(*) AS alerts, max(matched_count) AS max_in_window "
+            "FROM fraud_alerts WHERE split_part(rule, ':', 1) = 'velocity' GROUP BY account_id "
+            "ORDER BY alerts DESC, max_in_window DESC, account_id LIMIT 5"
         ).fetchall()
         alerts = conn.execute(
             "SELECT account_id, strftime(first_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), "
             "strftime(crossing_txn_time, '%Y-%m-%dT%H:%M:%S.%fZ'), transaction_ids "
-            "FROM fraud_velocity_alerts"
+            "FROM fraud_alerts WHERE split_part(rule, ':', 1) = 'velocity'"
         ).fetchall()
         facts["alerts"] = [
             (a, rfc3339_to_us(f), rfc3339_to_us(c))

@@ -239,7 +239,7 @@ class WriteAlertsToRedis(beam.PTransform):
 
 class RedisAlertSink(Sink):
     """The sink seam's face of ``WriteAlertsToRedis``: the graph's tables in, the alerts
-    written; Redis refuses no alert, so no dead letters."""
+    written; Redis refuses no alert: no dead letters (``PDone``)."""
 
     tables = (ALERTS,)
 
@@ -247,7 +247,5 @@ class RedisAlertSink(Sink):
         super().__init__(label)
         self._write = write
 
-    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[Any]:
-        alerts = tables[ALERTS]
-        alerts | "Write redis_alerts" >> self._write
-        return alerts.pipeline | "NoDeadLetters" >> beam.Create([])
+    def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> Any:
+        return tables[ALERTS] | "Write redis_alerts" >> self._write

@@ -10,9 +10,9 @@ module "paystream" {
   deletion_protection = var.deletion_protection
 
   partition_expiration_days = {
-    payment_transactions  = 30
-    fraud_velocity_alerts = 30
-    dead_letters          = 30
+    payment_transactions = 30
+    fraud_alerts         = 30
+    dead_letters         = 30
   }
   temp_retention_days               = 3
   noncurrent_version_retention_days = 7

@@ -10,8 +10,8 @@ locals {
       clustering      = ["account_id"]
       primary_key     = "transaction_id"
     }
-    fraud_velocity_alerts = {
-      description     = "One row per velocity burst of an account: too many payments within one sliding event-time window."
+    fraud_alerts = {
+      description     = "One row per burst a fraud rule found on an account (rule: which rule, with its parameters), e.g. velocity: too many payments within one sliding event-time window."
       partition_field = "window_start"
       clustering      = ["account_id"]
       primary_key     = "alert_id"

@@ -51,9 +51,9 @@ variable "partition_expiration_days" {
   validation {
     condition = alltrue([
       for table, days in var.partition_expiration_days :
-      contains(["payment_transactions", "fraud_velocity_alerts", "dead_letters"], table) && days > 0
+      contains(["payment_transactions", "fraud_alerts", "dead_letters"], table) && days > 0
     ])
-    error_message = "Keys must be payment_transactions, fraud_velocity_alerts or dead_letters, and days > 0."
+    error_message = "Keys must be payment_transactions, fraud_alerts or dead_letters, and days > 0."
   }
 }
 
