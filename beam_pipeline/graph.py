@@ -90,6 +90,16 @@ def build_graph(
     batch = use_batch(raw, opts.execution_mode, bool(opts.view_as(StandardOptions).streaming))
     shards = opts.batch_shards
     rules = rules_from_options(opts)
+    # What both drivers of the account books take: the key, the checks, the horizons.
+    books = dict(
+        key=key,
+        key_path=key_path,
+        check_key=check_key,
+        max_future_skew_s=opts.max_future_skew_s,
+        horizon_s=opts.dedup_horizon_s,
+        history_ttl_s=opts.history_ttl_s,
+        dedup_scope=opts.dedup_scope,
+    )
     if batch and not opts.redis_dedup:
         # The batch driver: chunks of payloads through the same kernels, two groupings of
         # lists (transforms/bounded.py). Redis dedup is a step of its own between dedup
@@ -97,32 +107,12 @@ def build_graph(
         chunks = raw | "Chunks" >> beam.BatchElements(
             min_batch_size=DEFAULT_CHUNK, max_batch_size=DEFAULT_CHUNK
         )
-        out = chunks | "Payments" >> BoundedPayments(
-            rules,
-            key=key,
-            key_path=key_path,
-            check_key=check_key,
-            max_future_skew_s=opts.max_future_skew_s,
-            shards=shards,
-            horizon_s=opts.dedup_horizon_s,
-            history_ttl_s=opts.history_ttl_s,
-            dedup_scope=opts.dedup_scope,
-        )
+        out = chunks | "Payments" >> BoundedPayments(rules, shards=shards, **books)
         return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
     if not batch and not opts.redis_dedup and velocity_impl(opts) == "state":
         from transforms.streaming import StreamingPayments
 
-        out = raw | "Payments" >> StreamingPayments(
-            rules,
-            key=key,
-            key_path=key_path,
-            check_key=check_key,
-            max_future_skew_s=opts.max_future_skew_s,
-            horizon_s=opts.dedup_horizon_s,
-            history_ttl_s=opts.history_ttl_s,
-            shards=opts.stream_shards,
-            dedup_scope=opts.dedup_scope,
-        )
+        out = raw | "Payments" >> StreamingPayments(rules, shards=opts.stream_shards, **books)
         return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
     if [rule.kind for rule in rules] != ["velocity"]:
         raise ValueError(

@@ -62,22 +62,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- constants
 
-#: Fields of a valid message, in the order they are serialised.
-MESSAGE_FIELDS: tuple[str, ...] = (
-    "transaction_id",
-    "account_id",
-    "amount",
-    "currency",
-    "card_number",
-    "cvv",
-    "email",
-    "phone",
-    "merchant_id",
-    "merchant_category",
-    "country",
-    "card_country",
-    "event_time",
-)
+#: Fields of a valid message, in the order they are serialised: the required ones, with the
+#: optional card_country before the event time.
+MESSAGE_FIELDS: tuple[str, ...] = (*REQUIRED_FIELDS[:-1], "card_country", REQUIRED_FIELDS[-1])
 
 #: Fields whose raw values must never leave the pipeline unmasked.
 PII_FIELDS: tuple[str, ...] = ("card_number", "cvv", "email", "phone")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import duckdb
@@ -195,15 +195,15 @@ def _table_rows(path: str) -> Dict[str, List[str]]:
         conn.close()
 
 
-def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
-    """``python -m beam_pipeline`` with each execution mode: the same three tables."""
-    work = str(tmp_path)
+def _whole_graph_tables(work: str, runs: Dict[str, List[str]], timeout_s: float) -> Dict[str, Any]:
+    """``python -m beam_pipeline`` once per run (its flags), on the same simulated input: the
+    tables each wrote."""
     key = os.path.join(work, "hmac.key")
     with open(key, "w", encoding="utf-8") as handle:
         handle.write("ab" * 32)
     env = dict(os.environ, PYTHONPATH=ROOT)
     tables = {}
-    for mode in ("batch", "stream"):
+    for mode, flags in runs.items():
         warehouse = os.path.join(work, f"{mode}.duckdb")
         proc = subprocess.run(
             [
@@ -212,7 +212,7 @@ def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
                 "beam_pipeline",
                 "--num_events=2500",
                 "--sim_accounts=150",
-                f"--execution_mode={mode}",
+                *flags,
                 f"--warehouse=duckdb:{warehouse}",
                 f"--hmac_key_file={key}",
                 "--no_summary",
@@ -221,10 +221,17 @@ def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=timeout_s,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         tables[mode] = _table_rows(warehouse)
+    return tables
+
+
+def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
+    """``python -m beam_pipeline`` with each execution mode: the same three tables."""
+    modes = {mode: [f"--execution_mode={mode}"] for mode in ("batch", "stream")}
+    tables = _whole_graph_tables(str(tmp_path), modes, timeout_s=900)
     assert {t: len(r) for t, r in tables["batch"].items()} == {t: len(r) for t, r in tables["stream"].items()}
     assert all(tables["batch"].values())
     assert tables["batch"] == tables["stream"]
@@ -233,34 +240,7 @@ def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
 def test_whole_graph_batch_equals_a_streaming_run(tmp_path: object) -> None:
     """As above, with the stream side a real streaming run (``--streaming``: Beam's
     streaming DirectRunner, the BundleBasedDirectRunner; ``beam_pipeline.profile``)."""
-    work = str(tmp_path)
-    key = os.path.join(work, "hmac.key")
-    with open(key, "w", encoding="utf-8") as handle:
-        handle.write("ab" * 32)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    tables = {}
-    for mode, extra in (("batch", []), ("stream", ["--streaming"])):
-        warehouse = os.path.join(work, f"{mode}.duckdb")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "beam_pipeline",
-                "--num_events=2500",
-                "--sim_accounts=150",
-                f"--execution_mode={mode}",
-                *extra,
-                f"--warehouse=duckdb:{warehouse}",
-                f"--hmac_key_file={key}",
-                "--no_summary",
-            ],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        tables[mode] = _table_rows(warehouse)
+    runs = {"batch": ["--execution_mode=batch"], "stream": ["--execution_mode=stream", "--streaming"]}
+    tables = _whole_graph_tables(str(tmp_path), runs, timeout_s=300)
     assert all(tables["batch"].values())
     assert tables["batch"] == tables["stream"]

@@ -14,8 +14,9 @@ import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_accounts import txn as account_txn
 
-from schemas.records import FraudAlert, MaskedTransaction, SourceRef
+from schemas.records import FraudAlert, MaskedTransaction
 from simulator.generator import GeneratorConfig, generate
 from transforms.accounts import NEW, AccountBook
 from transforms.card_testing import CardTestingRule
@@ -33,23 +34,8 @@ RULE = CardTestingRule(count=4, max_amount_minor=200, window_s=600)
 def txn(
     txn_id: str, at_us: int, amount: int = 150, card: str = "card-a", offset: int = 0
 ) -> MaskedTransaction:
-    return MaskedTransaction(
-        transaction_id=txn_id,
-        account_id="acct-1",
-        amount_minor=amount,
-        currency="EUR",
-        card_masked="****-****-****-1111",
-        card_token=card,
-        email_masked="us****@example.com",
-        email_token="e",
-        phone_masked="1-555-****",
-        merchant_id="m1",
-        merchant_category="5411",
-        country="DE",
-        card_country="DE",
-        event_time_us=at_us,
-        source=SourceRef("payments", 0, offset),
-    )
+    """A payment of ``acct-1`` on ``card`` (``tests/test_accounts.py``'s, with a card token)."""
+    return account_txn(txn_id, at_us, offset=offset, amount=amount)._replace(card_token=card)
 
 
 def decide(payments: List[MaskedTransaction], rules: Any = RULE) -> List[FraudAlert]:

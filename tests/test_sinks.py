@@ -18,9 +18,10 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from conftest_bigquery import PROJECT, BigQueryEmulator, bq_emulator  # noqa: F401
+from test_accounts import txn
 
 import transforms.sinks.duckdb_warehouse as duckdb_sink
-from schemas.records import DeadLetter, EnrichedTransaction, MaskedTransaction, SourceRef
+from schemas.records import DeadLetter, EnrichedTransaction
 from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
 from transforms.redis_client import BatchedRedisFn
 from transforms.sinks import WAREHOUSES, Sink, open_warehouse
@@ -68,24 +69,7 @@ def test_both_redis_steps_use_the_one_redis_client() -> None:
 
 
 def _payment(i: int, at_us: int) -> EnrichedTransaction:
-    txn = MaskedTransaction(
-        transaction_id=f"txn-{i}",
-        account_id="acct-1",
-        amount_minor=1000,
-        currency="EUR",
-        card_masked="****-****-****-1111",
-        card_token="t",
-        email_masked="us****@example.com",
-        email_token="e",
-        phone_masked="1-555-****",
-        merchant_id="m1",
-        merchant_category="5411",
-        country="DE",
-        card_country="DE",
-        event_time_us=at_us,
-        source=SourceRef("payments", 0, i),
-    )
-    return EnrichedTransaction(txn, 12, None, 0, None, False, 0.1)
+    return EnrichedTransaction(txn(f"txn-{i}", at_us, offset=i), 12, None, 0, None, False, 0.1)
 
 
 def _distribution(result: Any, name: str) -> Any:
