@@ -52,7 +52,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
                 stack,
                 resumed=bool(profile.resumed_from),
                 flink_streaming=profile.flink_streaming,
-                local_expansion=profile.runner != "dataflow",
+                local_expansion=profile.local_expansion,
             )
             total = kafka.total
         pipeline = beam.Pipeline(runner=make_runner(profile.options), options=profile.options)

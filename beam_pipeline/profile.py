@@ -336,6 +336,12 @@ class RunProfile:
     def flink_streaming(self) -> bool:
         return flink_streaming(self.options)
 
+    @property
+    def local_expansion(self) -> bool:
+        """Cross-language transforms (KafkaIO) are expanded here, not by the runner: on
+        every runner but Dataflow, whose workers run Beam's own Java container."""
+        return self.runner != "dataflow"
+
 
 @contextlib.contextmanager
 def run_profile(argv: List[str]) -> Iterator[RunProfile]:

@@ -111,3 +111,20 @@ def test_the_local_java_provider_is_found_through_its_entry_point() -> None:
     provider = local_java()
     assert type(provider).__module__ == "paystream_dev.local_java"
     assert callable(provider.flink_job_server_jar) and callable(provider.kafka_expansion_service)
+
+
+@pytest.mark.parametrize("module", ["beam_pipeline/graph.py", "beam_pipeline/pipeline.py"])
+def test_the_graph_and_the_run_steps_know_no_runner_names(module: str) -> None:
+    """Runner names live in the run profile (and the Kafka read): no string in the graph or
+    in ``run`` names a runner."""
+    names = ("direct", "flink", "dataflow", "prism", "spark", "samza")
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    found = [
+        f"{module}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and "\n" not in node.value  # docstrings and comments may say where a runner matters
+        and any(name in node.value.lower() for name in names)
+    ]
+    assert found == []
