@@ -288,3 +288,16 @@ def test_copies_and_conflicts_through_the_whole_graph(tmp_path: Any, mode_args: 
     # (its primary key), whichever was written first. Hence the global scope by default.
     assert [t for t, _ in rows] == ["txn-x", "txn-y", "txn-z"]
     assert [t for t, _ in letters] == ["txn-y"]
+
+
+def test_a_book_checkpointed_before_the_rule_seam_restores_with_its_velocity_state() -> None:
+    """A Flink checkpoint of the previous version holds books pickled as (seen, history,
+    held, runs, clock): restored, the velocity rule goes on from them."""
+    book = AccountBook()
+    for i in range(2):
+        book.decide(txn(f"t{i}", T0 + i * US), f"f{i}", RULE, HORIZON, TTL)
+    seen, history, states, clock = book.__getstate__()
+    old = AccountBook.__new__(AccountBook)
+    old.__setstate__((seen, history, states[0][0], states[0][1], clock))
+    _, _, alert = old.decide(txn("t2", T0 + 2 * US), "f2", RULE, HORIZON, TTL)
+    assert alert is not None and alert.transaction_ids == ("t0", "t1", "t2")

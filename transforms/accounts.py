@@ -150,6 +150,10 @@ class AccountBook:
         return self.seen, self.history, self.rule_states, self.clock_us
 
     def __setstate__(self, state: Tuple[Any, ...]) -> None:
+        if len(state) == 5:  # a book checkpointed before the rule seam: velocity's held and runs
+            self.seen, self.history, held, runs, self.clock_us = state
+            self.rule_states = [[held, runs]]
+            return
         self.seen, self.history, self.rule_states, self.clock_us = state
 
     def decide(
