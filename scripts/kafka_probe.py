@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from beam_pipeline import local_kafka as kafka_local  # noqa: E402
+from paystream_dev import local_kafka as kafka_local  # noqa: E402
 from paystream_dev.local_kafka import KafkaBroker  # noqa: E402
 
 BASE_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: producer-set event time of message 0

@@ -128,3 +128,28 @@ def test_the_graph_and_the_run_steps_know_no_runner_names(module: str) -> None:
         and any(name in node.value.lower() for name in names)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
+def test_every_script_starts(script: str) -> None:
+    """Each script imports what it needs (a module moved is a script broken) and answers ``--help``."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_every_bench_module_imports() -> None:
+    names = sorted(f"bench.{p.stem}" for p in (ROOT / "bench").glob("*.py") if p.stem != "__init__")
+    out = subprocess.run(
+        [sys.executable, "-c", f"import importlib\nfor m in {names!r}: importlib.import_module(m)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
