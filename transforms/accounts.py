@@ -213,9 +213,7 @@ class AccountBook:
         """Forget what can no longer change a decision (never changes one)."""
         self._forget_ids(horizon_us)
         for rule, state in zip(as_rules(rules), self.rule_states):
-            prune = getattr(rule, "prune", None)
-            if prune is not None:
-                prune(state, self.clock_us)
+            rule.prune(state, self.clock_us)
 
     def idle_after_us(self, horizon_us: int, history_ttl_us: int, rules: Union[Rule, Rules]) -> int:
         """After this event time nothing of the account can change a decision but a copy

@@ -49,7 +49,7 @@ from transforms.batching import DEFAULT_SHARDS, MergeShards, split_into_shards
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.rules import Rule, Rules, as_rules
+from transforms.rules import Rule, Rules, as_rules, kind_of
 
 __all__ = ["DEFAULT_CHUNK", "BoundedOutputs", "BoundedPayments"]
 
@@ -129,7 +129,7 @@ class _DecideFn(beam.DoFn):
                 new += 1
                 rows.append(row)  # type: ignore[arg-type]
                 for alert in raised:
-                    kind = alert.rule.split(":", 1)[0]
+                    kind = kind_of(alert)
                     alerts[kind] = alerts.get(kind, 0) + 1
                     yield beam.pvalue.TaggedOutput(
                         ALERTS_TAG, TimestampedValue(alert, Timestamp(micros=alert.crossing_txn_time_us))

@@ -118,12 +118,11 @@ class CardTestingRule:
         if card is None:
             card = state[txn.card_token] = [[], []]
         small, bursts = card
+        insort(small, (at, txn.transaction_id))
         for burst in bursts:
             if burst[0] - window_us <= at <= burst[1] + window_us:
                 burst[0], burst[1] = min(burst[0], at), max(burst[1], at)
-                insort(small, (at, txn.transaction_id))
                 return None  # part of a burst already alerted
-        insort(small, (at, txn.transaction_id))
         # the card's small payments in the window that ends at this one: (at - window, at]
         inside = small[bisect_right(small, (at - window_us, _LAST)) : bisect_right(small, (at, _LAST))]
         if len(inside) < self.count:

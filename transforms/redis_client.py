@@ -168,8 +168,9 @@ class BatchedRedisFn(beam.DoFn):
     """Items buffered per bundle and sent in pipelined batches; see the module docstring.
 
     A subclass gives ``table`` (the label of its counters), ``_send(pipe, batch)`` (queue
-    a batch's commands on a pipeline) and ``_sent(batch, results)`` (what the batch's
-    replies mean; what it returns is emitted).
+    a batch's commands on a pipeline) and ``_sent(batch, results, started)`` (what the
+    batch's replies mean, ``started`` being when the send began; what it returns is
+    emitted).
     """
 
     table = ""

@@ -11,9 +11,10 @@ A rule (``Rule``) gives:
 * ``kind``: what the alerts table's ``rule`` column starts with (``velocity``), and
   ``name``: that column's value, the kind with its parameters (``velocity:3 in 60s/5s``);
 * ``params()``: its parameters, the ``rule_params`` column (JSON);
-* ``new_state()``, ``observe(...)``, ``keep_us()``: a fresh state, one payment, and how
-  long after the account's clock the state can still change a decision (the book is
-  dropped after the longest of them, the dedup horizon and the feature history);
+* ``new_state()``, ``observe(...)``, ``prune(...)``, ``keep_us()``: a fresh state, one
+  payment, forgetting what can no longer matter, and how long after the account's clock
+  the state can still change a decision (the book is dropped after the longest of them,
+  the dedup horizon and the feature history);
 * ``from_options(opts)`` and ``add_options(parser)``: its command-line flags.
 
 Both drivers (``transforms/bounded.py``, ``transforms/streaming.py``) run the same books
@@ -43,6 +44,7 @@ __all__ = [
     "add_rule_options",
     "alert_id",
     "as_rules",
+    "kind_of",
     "rule_class",
     "rule_params_json",
     "rules_from_options",
@@ -72,6 +74,15 @@ class Rule(Protocol):
         ...
 
     def keep_us(self) -> int: ...
+
+    def prune(self, state: Any, clock_us: int) -> None:
+        """Forget what can no longer change a decision, for an account at ``clock_us``."""
+        ...
+
+
+def kind_of(alert: FraudAlert) -> str:
+    """The kind of the rule that raised ``alert`` (its ``rule`` is the kind, then ``:``)."""
+    return alert.rule.split(":", 1)[0]
 
 
 class Rules(Tuple[Rule, ...]):

@@ -68,7 +68,7 @@ from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.masking import MaskPII, mask_transaction
 from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.rules import Rule, Rules, as_rules
+from transforms.rules import Rule, Rules, as_rules, kind_of
 
 __all__ = ["StreamingOutputs", "StreamingPayments"]
 
@@ -391,7 +391,7 @@ class _AccountsFn(beam.DoFn):
                 else:
                     yield row
                 for alert in alerts:
-                    kind = alert.rule.split(":", 1)[0]
+                    kind = kind_of(alert)
                     counts[3][kind] = counts[3].get(kind, 0) + 1
                     yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
             elif verdict is DUPLICATE:

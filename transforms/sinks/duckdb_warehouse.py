@@ -277,7 +277,7 @@ def warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:
         facts: Dict[str, Any] = {"path": path}
         facts["rows"] = {
             table: (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
-            for table in ("payment_transactions", "fraud_alerts", "dead_letters")
+            for table in (TRANSACTIONS, ALERTS, DEAD_LETTERS)
         }
         facts["alerts_by_rule"] = dict(
             conn.execute(
