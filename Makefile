@@ -32,7 +32,7 @@ deps: system-deps
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy beam_pipeline transforms schemas simulator paystream_dev
+	$(PYTHON) -m mypy beam_pipeline kernels transforms schemas simulator paystream_dev
 
 # The suite alone, for a machine where `make deps` has run.
 pytest:

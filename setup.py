@@ -14,9 +14,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    # The product and its development tooling; bench/ (benchmarks, tests' drivers) is not shipped.
+    # The product and its development tooling; bench/ (benchmarks) is not shipped.
     packages=find_packages(
-        include=["beam_pipeline*", "transforms*", "schemas*", "simulator*", "paystream_dev*"]
+        include=["beam_pipeline*", "kernels*", "transforms*", "schemas*", "simulator*", "paystream_dev*"]
     ),
     package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
     install_requires=[
@@ -42,14 +42,14 @@ setup(
             "yamllint>=1.35",
             "python-hcl2>=8.1,<9",
             "redis>=5,<9",
-            "psutil>=5.9",  # the live and fault tests drive their runs through bench/live.py
+            "psutil>=5.9",  # the harness (paystream_dev.harness) stops process trees and samples their RSS
             BIGQUERY,
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={
         "console_scripts": ["paystream=beam_pipeline.__main__:main"],
-        # the development tooling, found by the pipeline without importing it (beam_pipeline/local_java.py)
+        # the development tooling, found by the pipeline without importing it (beam_pipeline/java_provider.py)
         "paystream.local_java": ["cache = paystream_dev.local_java:provider"],
     },
 )

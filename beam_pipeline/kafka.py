@@ -3,7 +3,7 @@
 ``ReadFromKafka`` is a Java cross-language transform. Without Docker its Java
 side runs in a Beam Java worker pool that we start (an EXTERNAL environment),
 with an expansion service built from Maven Central jars (the
-``paystream.local_java`` provider, ``beam_pipeline.local_java``;
+``paystream.local_java`` provider, ``beam_pipeline.java_provider``;
 ``docs/kafka-without-docker.md``): the same
 recipe works on the DirectRunner and on Flink. Pass
 ``--kafka_expansion_service=HOST:PORT`` to use a running expansion service
@@ -27,7 +27,7 @@ every checkpoint with offset commits on, and held the watermark at its
 minimum (``docs/kafka-without-docker.md``).
 
 A streaming Flink job run with ``--checkpoint_dir`` restores its last
-checkpoint when started again (``beam_pipeline.profile.flink_streaming_args``).
+checkpoint when started again (``beam_pipeline.runner_setup.flink_streaming_args``).
 Restarts without a runner checkpoint (the DirectRunner, or a new Flink job
 without one) lose the velocity and dedup state. ``plan_read`` then
 rewinds the group's committed position by ``--kafka_replay_s`` of event time
@@ -47,10 +47,10 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 
-from beam_pipeline.local_java import local_java
+from beam_pipeline.java_provider import local_java_provider
 from beam_pipeline.options import PaystreamOptions
+from kernels.parse import RawPayload
 from schemas.records import SourceRef
-from transforms.parse import RawPayload
 
 __all__ = [
     "KafkaPayloads",
@@ -84,9 +84,6 @@ class ReadPlan:
     start_read_time_ms: Optional[int]  # None: the group's committed offsets (or the earliest)
     records_to_end: int
     resumed: bool  # the group had committed offsets
-    # Event time of the last record a run bounded by max_num_records will read, when that is
-    # known (one partition): bursts after it are left for the next run to judge.
-    last_read_time_ms: Optional[int] = None
     # Where a bounded run stops, per partition, when that is known (a drain to the end, or
     # one partition): committed by ``commit_stop_offsets`` once the run has finished.
     stop_offsets: Optional[Dict[int, int]] = None
@@ -110,7 +107,7 @@ def plan_read(
     max_num_records: Optional[int] = None,
 ) -> ReadPlan:
     """Look at the group's committed offsets and the topic's end, with the Kafka client."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer(
         {
@@ -121,7 +118,13 @@ def plan_read(
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        try:
+            meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        except KafkaException as err:
+            raise ValueError(
+                f"no Kafka broker answered at --kafka_bootstrap_servers={bootstrap_servers} "
+                f"({err.args[0].str()}): is it running?"
+            ) from None
         if meta is None or meta.error is not None:
             raise ValueError(f"Kafka topic {topic!r} not found at {bootstrap_servers}")
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
@@ -146,16 +149,13 @@ def plan_read(
                     tp.partition: (tp.offset if tp.offset >= 0 else bounds[tp.partition][1]) for tp in found
                 }
         total = sum(high - start[p] for p, (_, high) in bounds.items())
-        last_ms: Optional[int] = None
         stops: Optional[Dict[int, int]] = None
         if max_num_records is None:
             stops = {p: high for p, (_, high) in bounds.items()}
         elif len(parts) == 1:
             p = parts[0].partition
             stops = {p: min(start[p] + max_num_records, bounds[p][1])}
-            if max_num_records < total:
-                last_ms = _timestamp_at(consumer, topic, p, start[p] + max_num_records - 1)
-        return ReadPlan(start_ms, total, resumed, last_ms, stops)
+        return ReadPlan(start_ms, total, resumed, stops)
     finally:
         consumer.close()
 
@@ -221,7 +221,7 @@ def expansion_service(
     """The expansion service for ``ReadFromKafka``: a given address, or a local one.
 
     A local one comes from the ``paystream.local_java`` provider
-    (``beam_pipeline.local_java``) and runs KafkaIO's Java side in a Beam Java worker
+    (``beam_pipeline.java_provider``) and runs KafkaIO's Java side in a Beam Java worker
     pool: the one at ``java_worker`` (HOST:PORT: on Kubernetes, the TaskManager's Java
     worker-pool sidecar, baked into an application jar), or else one started here that
     lives as long as ``stack``. ``runner_native``: the Flink runner's own Beam Java
@@ -229,7 +229,7 @@ def expansion_service(
     """
     if address:
         return address
-    return local_java().kafka_expansion_service(stack, java_worker, runner_native)
+    return local_java_provider().kafka_expansion_service(stack, java_worker, runner_native)
 
 
 def kafka_replay_s(opts: PaystreamOptions) -> float:
@@ -307,14 +307,6 @@ class KafkaRun:
         if self.opts.kafka_until_end and self.plan is not None:
             return self.plan.records_to_end
         return self.opts.kafka_max_num_records
-
-    @property
-    def judge_until_us(self) -> Optional[int]:
-        """For a read that stops mid-topic: bursts the stream's watermark would not yet have
-        passed are left to the next run (which replays them, see ``--kafka_replay_s``)."""
-        if self.plan is None or self.plan.last_read_time_ms is None:
-            return None
-        return self.plan.last_read_time_ms * 1000 - self.opts.allowed_lateness_s * 1_000_000
 
     def read(self) -> KafkaPayloads:
         opts, plan = self.opts, self.plan

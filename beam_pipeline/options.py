@@ -6,20 +6,19 @@ Read it with ``options.view_as(PaystreamOptions)``. Flags Beam knows
 
 from __future__ import annotations
 
+from typing import List
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.batching import DEFAULT_SHARDS
-from transforms.rules import DEFAULT_RULES, RULES, add_rule_options
+from kernels.rules import DEFAULT_RULES, RULES, add_rule_options
+from transforms.steps import EngineSettings
 
-__all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES"]
+__all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES", "refuse_unknown_flags"]
 
 SOURCES = ("simulator", "file", "kafka")
 DEFAULT_WAREHOUSE = "duckdb:paystream-out/paystream.duckdb"
-
-
-# Keys of the streaming account step: few keys, few state writes per bundle (README, "Live
-# latency"); a deployment that scales out gives at least its largest parallelism.
-STREAM_SHARDS = 8
+# The engine's defaults are given once, by EngineSettings (transforms/steps.py).
+_ENGINE = EngineSettings()
 
 
 class PaystreamOptions(PipelineOptions):
@@ -106,20 +105,20 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument(
             "--dedup_horizon_s",
             type=float,
-            default=600.0,
-            help="event-time horizon of de-duplication, seconds (default 600)",
+            default=_ENGINE.dedup_horizon_s,
+            help="event-time horizon of de-duplication, seconds (default %(default)s)",
         )
         proc.add_argument(
             "--max_future_skew_s",
             type=float,
-            default=300.0,
-            help="event times further than this in the future are dead-lettered (default 300)",
+            default=_ENGINE.max_future_skew_s,
+            help="event times further than this in the future are dead-lettered (default %(default)s)",
         )
         proc.add_argument(
             "--rules",
             default=DEFAULT_RULES,
             help=f"the fraud rules of the run, comma-separated, from: {', '.join(RULES)} "
-            f"(default {DEFAULT_RULES}; transforms/rules.py)",
+            f"(default {DEFAULT_RULES}; kernels/rules.py)",
         )
         proc.add_argument(
             "--velocity_threshold", type=int, default=3, help="payments per window that raise an alert"
@@ -127,38 +126,32 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument("--velocity_window_s", type=int, default=60, help="sliding window size, seconds")
         proc.add_argument("--velocity_period_s", type=int, default=5, help="sliding window period, seconds")
         proc.add_argument(
-            "--velocity_impl",
-            choices=("auto", "windows", "state"),
-            default="auto",
-            help="state (auto): each payment decided by its account's book, in one keyed step "
-            "(README, Streaming on Flink); windows: Beam's SlidingWindows with triggers and the "
-            "per-step path, which waits for the watermark",
-        )
-        proc.add_argument(
             "--execution_mode",
             choices=("auto", "batch", "stream"),
             default="auto",
-            help="how the keyed steps (dedup, enrich, velocity) run: stream = per-key state and "
-            "event-time timers; batch = a bounded input grouped into shards and processed per shard "
-            "(same results); auto = batch for a bounded source in a batch run",
+            help="which driver runs the steps: stream = the books in keyed state, each payment "
+            "decided on arrival; batch = a bounded input grouped into lists by account (same "
+            "results); auto = batch for a bounded source in a batch run",
         )
         proc.add_argument(
-            "--batch_shards",
+            "--batch_groups",
             type=int,
-            default=DEFAULT_SHARDS,
-            help="shards of the batch path: each holds the records of its keys in memory at once",
+            default=_ENGINE.batch_groups,
+            help="batch: the lists accounts and transaction ids are grouped into; each is held in "
+            "memory at once (default %(default)s)",
         )
         proc.add_argument(
-            "--stream_shards",
+            "--account_keys",
             type=int,
-            default=STREAM_SHARDS,
-            help="streaming: keys of the account step, each a stable shard of accounts kept "
-            "as one ledger (default 8; at least the parallelism it should use; 0: a key per account)",
+            default=_ENGINE.account_keys,
+            help="streaming: keys of the account step, each a stable group of accounts whose books "
+            "are kept as one ledger (default %(default)s; at least the parallelism it should use; "
+            "0: a key per account)",
         )
         proc.add_argument(
             "--dedup_scope",
             choices=("global", "account"),
-            default="global",
+            default=_ENGINE.dedup_scope,
             help="global: a transaction id sent again on another account is a conflict too "
             "(one more keyed step, by transaction id); account: copies are looked for within "
             "the account only",
@@ -172,8 +165,9 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument(
             "--history_ttl_s",
             type=float,
-            default=7 * 24 * 3600.0,
-            help="event time after which an idle account's feature history is forgotten",
+            default=_ENGINE.history_ttl_s,
+            help="event time after which an idle account's feature history is forgotten, seconds "
+            "(default %(default)s: 7 days)",
         )
 
         rds = parser.add_argument_group("redis")
@@ -209,18 +203,6 @@ class PaystreamOptions(PipelineOptions):
             default=None,
             help="alerts per Redis round trip (default: 1 when streaming, each alert written as it "
             "is decided; 500 in batch runs)",
-        )
-        rds.add_argument(
-            "--redis_dedup",
-            default=False,
-            action="store_true",
-            help="also de-duplicate payments in Redis, across restarts (needs --redis_url)",
-        )
-        rds.add_argument(
-            "--redis_dedup_ttl_s",
-            type=int,
-            default=24 * 3600,
-            help="how long Redis remembers a transaction_id for --redis_dedup, seconds (default 24 h)",
         )
 
         out = parser.add_argument_group("output")
@@ -277,4 +259,24 @@ class PaystreamOptions(PipelineOptions):
             default=0.0,
             help="keep /metrics up this long after the run, for a last scrape",
         )
-        add_rule_options(parser)  # each fraud rule's own flags (transforms/rules.py)
+        add_rule_options(parser)  # each fraud rule's own flags (kernels/rules.py)
+
+
+def refuse_unknown_flags(argv: List[str]) -> None:
+    """ValueError, in one line, for a flag neither paystream nor Beam knows: Beam alone would
+    drop it with a warning, and a misspelt or removed flag would be silently ignored."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen = set()
+    pending = list(PipelineOptions.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        if cls not in seen:
+            seen.add(cls)
+            pending.extend(cls.__subclasses__())
+            cls._add_argparse_args(parser)  # type: ignore[attr-defined]
+    _, unknown = parser.parse_known_args(argv)
+    flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("--")]
+    if flags:
+        raise ValueError(f"unknown option {', '.join(flags)}: `python -m beam_pipeline --help` lists them")

@@ -1,6 +1,6 @@
 """``run``: one paystream run, from its command line to its summary, as a short list of steps.
 
-profile  = run_profile(argv)        the runner and what it needs (beam_pipeline.profile)
+setup    = runner_setup(argv)       the runner and what it needs (beam_pipeline.runner_setup)
 kafka    = KafkaRun.prepare(...)    where the group stands, what to read (beam_pipeline.kafka)
 graph    = build_graph(read_source) the graph (beam_pipeline.graph)
 write_outputs(graph)                every sink takes the tables (transforms.sinks)
@@ -22,7 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 from beam_pipeline.graph import build_graph, read_source, write_outputs
 from beam_pipeline.kafka import KafkaRun, NothingToRead
 from beam_pipeline.options import PaystreamOptions
-from beam_pipeline.profile import make_runner, quiet_gc, run_profile
+from beam_pipeline.runner_setup import make_runner, quiet_gc, runner_setup
 from transforms import telemetry
 
 __all__ = ["NothingToRead", "RunOutcome", "run"]
@@ -40,8 +40,8 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     from beam_pipeline.summary import ground_truth, report
 
     with contextlib.ExitStack() as stack:
-        profile = stack.enter_context(run_profile(list(sys.argv[1:] if argv is None else argv)))
-        opts = profile.opts
+        setup = stack.enter_context(runner_setup(list(sys.argv[1:] if argv is None else argv)))
+        opts = setup.opts
         truth, total = ground_truth(opts)
         _serve_metrics(opts)
         started = time.monotonic()
@@ -50,18 +50,17 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             kafka = KafkaRun.prepare(
                 opts,
                 stack,
-                resumed=bool(profile.resumed_from),
-                flink_streaming=profile.flink_streaming,
-                local_expansion=profile.local_expansion,
+                resumed=bool(setup.resumed_from),
+                flink_streaming=setup.flink_streaming,
+                local_expansion=setup.local_expansion,
             )
             total = kafka.total
-        pipeline = beam.Pipeline(runner=make_runner(profile.options), options=profile.options)
+        pipeline = beam.Pipeline(runner=make_runner(setup.options), options=setup.options)
         outputs = build_graph(
             read_source(pipeline, opts, kafka),
             opts,
-            key_path=profile.key_path,
-            judge_until_us=kafka.judge_until_us if kafka is not None else None,
-            check_key=not profile.remote,
+            key_path=setup.key_path,
+            check_key=not setup.remote,
         )
         write_outputs(outputs, opts)
         result = _run_to_end(pipeline, total)
@@ -70,7 +69,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
     elapsed = time.monotonic() - started
     if opts.metrics_port is not None and opts.metrics_linger_s > 0:
         time.sleep(opts.metrics_linger_s)  # let a scraper collect the final values
-    summary = report(result, opts, truth, elapsed, profile.label)
+    summary = report(result, opts, truth, elapsed, setup.label)
     return RunOutcome(result=result, elapsed_s=elapsed, summary=summary)
 
 

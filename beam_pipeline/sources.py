@@ -1,4 +1,4 @@
-"""Sources: every one yields ``(payload bytes, SourceRef)`` for ``ParseTransactions``."""
+"""Sources: every one yields ``(payload bytes, SourceRef)`` for the drivers' first step."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 
+from kernels.parse import RawPayload
 from schemas.records import SourceRef
 from simulator.generator import GeneratorConfig, generate
-from transforms.parse import RawPayload
 
 __all__ = ["FileLines", "SimulatedPayloads", "split_lines"]
 
@@ -38,7 +39,15 @@ class FileLines(beam.PTransform):
     def __init__(self, pattern: str, label: Optional[str] = None) -> None:
         super().__init__(label)
         if not pattern:
-            raise ValueError("--source=file needs --input=PATH")
+            raise ValueError("--source=file needs --input=PATH (a JSON-lines file or a glob)")
+        try:
+            found = FileSystems.match([pattern])[0].metadata_list
+        except Exception as err:  # an unreadable location: its own words, in one line
+            raise ValueError(f"--input={pattern}: {str(err).splitlines()[0]}") from None
+        if not found:
+            raise ValueError(
+                f"--input={pattern} matches no file: give a JSON-lines file or a glob that exists"
+            )
         self._pattern = pattern
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:

@@ -5,7 +5,7 @@ threshold to the alert being readable in Redis, at a paced input rate.
 
 What runs, in one process:
 
-1. a local ``redis-server`` on a free port (no persistence);
+1. a local ``redis-server`` on a free port, no persistence (``paystream_dev.harness.services``);
 2. the reference: the same alert written with a raw redis-py pipeline
    (SADD + HSET + EXPIRE + XADD + PUBLISH, one round trip), and with the sink's own
    Lua script (one EVALSHA), each timed from the write to a pub/sub subscriber
@@ -38,9 +38,7 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,6 +61,7 @@ from apache_beam.testing.test_stream_service import TestStreamServiceController 
 
 from beam_pipeline.graph import build_graph, write_outputs  # noqa: E402
 from beam_pipeline.options import PaystreamOptions  # noqa: E402
+from paystream_dev.harness.services import RedisServer  # noqa: E402
 from schemas.records import SourceRef  # noqa: E402
 from schemas.rows import rfc3339_to_us  # noqa: E402
 from simulator.generator import GeneratorConfig, generate  # noqa: E402
@@ -95,47 +94,6 @@ Notes on the measurement:
   starts when the source offered it (its event time), so it includes the wait for the
   runner to pull it; "sink only" starts when the alert reached the Redis sink's
   process() (its detected_at), so it is the bundle's buffering plus the write."""
-
-
-# --- a local redis-server ------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalRedis:
-    def __init__(self, workdir: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", workdir, "--logfile", os.path.join(workdir, "redis.log")],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("redis-server did not answer PING") from None
-                time.sleep(0.02)
-        client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 class Subscriber:
@@ -437,8 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     registry()  # create the Prometheus registry up front, not inside the first bundle
 
-    workdir = tempfile.mkdtemp(prefix="alert-latency-redis-")
-    server = LocalRedis(workdir)
+    server = RedisServer().start()
     try:
         print(
             f"redis-server {server.url}; reference ({args.reference_n} alerts one at a time) ...", flush=True
@@ -450,7 +407,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         ]
     finally:
         server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     header = (
         f"{'run':<52}{'requested/s':>12}{'achieved/s':>12}{'alerts':>8}{'missed':>8}"

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from paystream_dev.local_kafka import KafkaBroker  # noqa: E402
+from paystream_dev.harness.services import KafkaBroker  # noqa: E402
 from simulator.api import ControlServer  # noqa: E402
 from simulator.generator import GeneratorConfig, generate  # noqa: E402
 from simulator.producer import PaymentProducer, producer_config  # noqa: E402

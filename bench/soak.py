@@ -5,7 +5,8 @@
 
 A local Kafka broker, a local redis-server, ``python -m beam_pipeline`` streaming on local
 Flink (parallelism 2, DuckDB warehouse, Redis alerts, the defaults), and the live
-simulator sending ``--rate`` payments/s (``bench/live.py``: ``LiveRun``). Each minute:
+simulator sending ``--rate`` payments/s (``paystream_dev.harness.live``: ``LiveRun``). Each
+minute:
 
 * **RSS of each process** (peak in the minute): the pipeline's driver with its Python
   workers, its Flink JVM (the job server), the Kafka broker, redis-server, and this
@@ -33,15 +34,14 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from bench.live import LiveRun, Phase, _slope, percentile, reference_xread_ms
-from bench.streaming import RedisServer
-from paystream_dev.local_kafka import KafkaBroker
+from paystream_dev.harness.live import LiveRun, Phase, percentile, reference_xread_ms, slope
+from paystream_dev.harness.processes import RssSampler, tree
+from paystream_dev.harness.services import KafkaBroker, RedisServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -49,55 +49,14 @@ LATENCY_TARGET_MS = 250.0
 RSS_SPREAD_PCT = 10.0
 
 
-class ProcessRss:
-    """Samples the RSS of named processes every ``every_s``: (seconds, {name: bytes}).
-    ``roots`` maps a name to a function giving the pids that count for it now (a tree
-    is split: the pipeline's JVM apart from its Python)."""
+def _pipeline_split(run: LiveRun) -> Tuple[Callable[[], List[int]], Callable[[], List[int]]]:
+    """Two pid functions over the pipeline's tree: its Python processes, its JVMs (a tree
+    split for ``RssSampler.watch``)."""
 
-    def __init__(self, t0: float, every_s: float = 1.0) -> None:
-        self.samples: List[Tuple[float, Dict[str, int]]] = []
-        self._t0 = t0
-        self._every = every_s
-        self._names: Dict[str, Any] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
-
-    def watch(self, name: str, pids: Any) -> None:
-        self._names[name] = pids
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            row: Dict[str, int] = {}
-            for name, pids in self._names.items():
-                total = 0
-                for pid in pids():
-                    try:
-                        total += psutil.Process(pid).memory_info().rss
-                    except psutil.Error:
-                        pass
-                row[name] = total
-            self.samples.append((time.monotonic() - self._t0, row))
-            self._stop.wait(self._every)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def _pipeline_split(run: LiveRun) -> Tuple[Any, Any]:
-    """Two pid functions over the pipeline's tree: its Python processes, its JVMs."""
-
-    def tree() -> List[psutil.Process]:
+    def pipeline() -> List[psutil.Process]:
         if run.proc is None or run.proc.poll() is not None:
             return []
-        try:
-            root = psutil.Process(run.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
+        return tree(run.proc.pid)
 
     def is_java(proc: psutil.Process) -> bool:
         try:
@@ -105,13 +64,13 @@ def _pipeline_split(run: LiveRun) -> Tuple[Any, Any]:
         except psutil.Error:
             return False
 
-    return (lambda: [p.pid for p in tree() if not is_java(p)]), (
-        lambda: [p.pid for p in tree() if is_java(p)]
+    return (lambda: [p.pid for p in pipeline() if not is_java(p)]), (
+        lambda: [p.pid for p in pipeline() if is_java(p)]
     )
 
 
 def per_minute(
-    run: LiveRun, rss: ProcessRss, start_t: float, start_wall: float, minutes: int
+    run: LiveRun, rss: RssSampler, start_t: float, start_wall: float, minutes: int
 ) -> List[Dict[str, Any]]:
     """One row per whole minute of the steady phase."""
     truth = run.producer.truth
@@ -253,20 +212,19 @@ def soak(
 ) -> Dict[str, Any]:
     work = tempfile.mkdtemp(prefix="paystream-soak-")
     print(f"work dir: {work}", flush=True)
-    with KafkaBroker() as broker, RedisServer() as redis_url:
-        reference = reference_xread_ms(redis_url)
+    with KafkaBroker() as broker, RedisServer() as server:
+        reference = reference_xread_ms(server.url)
         print(
             f"reference XADD->XREAD: p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms", flush=True
         )
-        run = LiveRun(broker, redis_url, work, pipeline_args, seed=seed)
-        rss = ProcessRss(run.t0)
+        run = LiveRun(broker, server.url, work, pipeline_args, seed=seed)
+        rss = RssSampler(every_s=1.0, t0=run.t0)
         python, jvm = _pipeline_split(run)
         rss.watch("pipeline Python", python)
         rss.watch("pipeline JVM (Flink)", jvm)
         broker_pid = broker.pid
         rss.watch("Kafka broker", lambda: [broker_pid] if broker_pid else [])
-        redis_proc = psutil.Process(os.getpid()).children()  # redis-server, started just now
-        redis_pids = [p.pid for p in redis_proc if "redis" in p.name()]
+        redis_pids = [server.proc.pid] if server.proc is not None else []
         rss.watch("redis-server", lambda: redis_pids)
         rss.watch("simulator + reader", lambda: [os.getpid()])
         try:
@@ -287,7 +245,7 @@ def soak(
         s for s in run.samples if s["t"] >= start_t + 60 * warmup_minutes and s["t"] < start_t + 60 * minutes
     ]
     half = steady[len(steady) // 2 :]
-    lag_slope = _slope([(s["t"], s["lag"]) for s in half])
+    lag_slope = slope([(s["t"], s["lag"]) for s in half])
     all_latency: List[float] = []
     truth = res.truth
     assert truth is not None

@@ -7,9 +7,9 @@ plain loop, the runner's floor and Quix Streams), and live alert latency and mem
     python -m bench.streaming --settings                               # latency vs settings
 
 The live parts run the live simulator against ``python -m beam_pipeline`` streaming on
-local Flink (``bench/live.py`` says what is measured and how); each prints the figures
-beside a reference measured in the same process: the time for an entry written with
-``XADD`` to be read by the same ``XREAD`` reader (the floor of the measurement).
+local Flink (``paystream_dev/harness/live.py`` says what is measured and how); each prints
+the figures beside a reference measured in the same process: the time for an entry written
+with ``XADD`` to be read by the same ``XREAD`` reader (the floor of the measurement).
 
 One local Kafka broker (``paystream_dev.local_kafka``), one topic of 2 partitions filled
 once by the simulator (``simulator.producer``: keyed by account, with its duplicates,
@@ -42,114 +42,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import psutil  # noqa: E402
-
-from paystream_dev.local_kafka import KafkaBroker, free_port  # noqa: E402
+from paystream_dev.harness.live import Phase, counters, reference_xread_ms, run_live  # noqa: E402
+from paystream_dev.harness.ports import free_port  # noqa: E402
+from paystream_dev.harness.processes import TreeRss, stop_tree  # noqa: E402
+from paystream_dev.harness.services import KafkaBroker, RedisServer  # noqa: E402
 from simulator.generator import GeneratorConfig, GroundTruth  # noqa: E402
 from simulator.producer import PaymentProducer  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "streaming.json")
 QUIX_VERSION = "3.28.0"
 QUIX_VENV = os.path.join(ROOT, ".cache", "bench-venv")
-_METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
-
-
-class TreeRss:
-    """RSS of a process and all its descendants, sampled in a thread: the peak, and each
-    sample as (seconds since the start, bytes)."""
-
-    def __init__(self, pid: int, every_s: float = 0.2, t0: Optional[float] = None) -> None:
-        self.peak = 0
-        self.samples: List[Tuple[float, int]] = []
-        self._root = psutil.Process(pid)
-        self._every = every_s
-        self._t0 = time.monotonic() if t0 is None else t0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:
-                return
-            total = 0
-            for proc in procs:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self.samples.append((time.monotonic() - self._t0, total))
-            self._stop.wait(self._every)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return self.peak
-
-
-def counters(port: int) -> Dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
-
-
-def _stop_tree(proc: subprocess.Popen) -> int:
-    """SIGTERM, as a supervisor stops a run (SIGKILL 60 s later); then its whole tree goes.
-    Returns the run's exit code."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(children, timeout=30)  # the next variant starts on an idle machine
-    return proc.returncode
-
-
-def kill_tree(pid: int) -> None:
-    """``kill -9`` of a process and all its descendants, all at once (a crash: nothing
-    gets to clean up)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=30)
 
 
 def watch_child(
@@ -197,7 +111,7 @@ def watch_child(
                 time.sleep(0.25)
         finally:
             peak = rss.stop()
-            _stop_tree(proc)
+            stop_tree(proc)
         print(f"\r  {name}: {total}/{total} after {end - t0:5.1f} s" + " " * 10, flush=True)
         result.update(
             startup_s=round(first - t0, 2),
@@ -207,60 +121,6 @@ def watch_child(
             counters=c,
         )
         return result
-
-
-class RedisServer:
-    """A local redis-server on a free port; yields its URL. No persistence, unless
-    ``durable``: then every write is in the append-only file before it is acknowledged
-    (``appendfsync always``), so a server killed and started again (``kill()``,
-    ``start()``: same port, same data) has lost nothing it acknowledged."""
-
-    def __init__(self, durable: bool = False) -> None:
-        self.durable = durable
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.mkdtemp(prefix="bench-redis-")
-        self._proc: Optional[subprocess.Popen] = None
-
-    def start(self) -> str:
-        persistence = (
-            ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
-        )
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence]
-            + ["--dir", self._dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline or self._proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        return self.url
-
-    def kill(self) -> None:
-        """``kill -9`` (an outage: clients see refused connections until ``start()``)."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=30)
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def fill_topic(broker: KafkaBroker, topic: str, events: int, seed: int) -> GroundTruth:
@@ -359,16 +219,17 @@ def variant_plain(broker: KafkaBroker, topic: str, events: int) -> Dict[str, Any
     """(a) a confluent-kafka consumer loop in this process, running our kernels."""
     from confluent_kafka import Consumer
 
+    from kernels.books import NEW, AccountBook, SeenIds
+    from kernels.masking import Tokenizer, mask_transaction
+    from kernels.parse import parse_or_dead_letter
+    from kernels.rules import Rules
+    from kernels.velocity import VelocityRule
     from schemas.records import SourceRef, Transaction
-    from transforms.accounts import NEW, AccountBook, IdBook
-    from transforms.masking import Tokenizer, mask_transaction
-    from transforms.parse import parse_or_dead_letter
-    from transforms.velocity import VelocityRule
 
-    rule = VelocityRule(allowed_lateness_s=3600)
+    rules = Rules((VelocityRule(allowed_lateness_s=3600),))
     horizon, ttl = 600 * 1_000_000, 86_400 * 1_000_000
     tokenizer = Tokenizer(b"k" * 32)
-    ids, books = IdBook(), {}  # type: IdBook, Dict[str, AccountBook]
+    ids, books = SeenIds(), {}  # type: SeenIds, Dict[str, AccountBook]
     consumer = Consumer(
         {
             "bootstrap.servers": broker.bootstrap_servers,
@@ -399,9 +260,9 @@ def variant_plain(broker: KafkaBroker, topic: str, events: int) -> Dict[str, Any
                 book = books.get(txn.account_id)
                 if book is None:
                     book = books[txn.account_id] = AccountBook()
-                verdict, _, alert = book.decide(masked, txn.fingerprint, rule, horizon, ttl)
+                verdict, _, raised = book.decide(masked, txn.fingerprint, rules, horizon, ttl)
                 rows += verdict is NEW
-                alerts += alert is not None
+                alerts += len(raised)
     finally:
         consumer.close()
     end = time.monotonic()
@@ -505,7 +366,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "b" in only:
             results.append(variant_floor(broker, topic, args.events, work, runner_args))
         if "c" in only:
-            with RedisServer() as redis_url:
+            with RedisServer() as server:
                 results.append(
                     variant_paystream(
                         broker,
@@ -514,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         truth,
                         work,
                         runner_args,
-                        redis_url,
+                        server.url,
                         args.paystream_args.split(),
                     )
                 )
@@ -547,6 +408,101 @@ def main(argv: Optional[List[str]] = None) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+# --- the live parts: --live, --memory, --settings ------------------------------------------------
+
+LIVE_RESULTS = os.path.join(ROOT, "bench", "results", "streaming_live.json")
+
+
+def rss_per_minute(rss: List[Tuple[float, int]], since_s: float = 0.0) -> List[float]:
+    """Peak RSS (MB) of each whole minute after ``since_s``."""
+    out: Dict[int, int] = {}
+    for t, b in rss:
+        if t >= since_s:
+            m = int((t - since_s) // 60)
+            out[m] = max(out.get(m, 0), b)
+    return [round(out[m] / 2**20, 1) for m in sorted(out)]
+
+
+def _phase_line(p: Dict[str, Any]) -> str:
+    def f(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:,.0f}"
+
+    return (
+        f"{p['rate']:>8,.0f} {p['seconds']:>5.0f} {f(p.get('read_per_s')):>9} {p['bursts']:>6} "
+        f"{p['missing']:>5} {f(p['p50_ms']):>7} {f(p['p95_ms']):>7} {f(p['p99_ms']):>7} {f(p['max_ms']):>7} "
+        f"{f(p['lag_end']):>8} {f(p['lag_max']):>8} {p['lag_slope_per_s']:>+8.1f}"
+    )
+
+
+PHASE_HEADER = (
+    f"{'rate/s':>8} {'s':>5} {'read/s':>9} {'bursts':>6} {'miss':>5} {'p50 ms':>7} {'p95 ms':>7} "
+    f"{'p99 ms':>7} {'max ms':>7} {'lag end':>8} {'lag max':>8} {'lag/s':>8}"
+)
+
+
+def _exact_line(e: Dict[str, Any]) -> str:
+    return (
+        f"exact: {'yes' if e['ok'] else 'NO'} | rows {e['rows']:,} of {e['valid']:,} valid "
+        f"(missing {e['rows_missing']}, extra {e['rows_extra']}, twice {e['rows_twice']}) | dead letters "
+        f"{'as injected' if e['dead_letters'] == e['malformed'] else 'DIFFER'} | bursts {e['bursts']}: "
+        f"Redis once {e['redis_alerted_once']}, missed {e['redis_missed']}, twice {e['redis_twice']}, "
+        f"false {e['redis_false']}; warehouse once {e['warehouse_alerted_once']}, false {e['warehouse_false']}"
+    )
+
+
+def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int = 1) -> Dict[str, Any]:
+    """The live simulator through ``phases``: alert latency, lag, exactness."""
+    work = tempfile.mkdtemp(prefix="paystream-live-")
+    print(f"work dir: {work}; pipeline flags: {' '.join(pipeline_args) or '(defaults)'}", flush=True)
+    with KafkaBroker() as broker, RedisServer() as server:
+        reference = reference_xread_ms(server.url)
+        res = run_live(broker, server.url, phases, work, pipeline_args, seed=seed)
+    print("\nalert latency: Kafka ack of the crossing payment -> XREAD of its alert; lag: acked - read")
+    print(PHASE_HEADER)
+    for p in res.phases:
+        print(_phase_line(p))
+    print(
+        f"reference (XADD -> XREAD, same reader): p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms"
+    )
+    print(_exact_line(res.exact))
+    return {
+        "pipeline_args": list(pipeline_args),
+        "phases": res.phases,
+        "exact": res.exact,
+        "reference": reference,
+    }
+
+
+def bench_memory(rate: float, seconds: float, pipeline_args: Sequence[str], seed: int = 2) -> Dict[str, Any]:
+    """One long phase: peak RSS of the pipeline's process tree per minute."""
+    work = tempfile.mkdtemp(prefix="paystream-memory-")
+    with KafkaBroker() as broker, RedisServer() as server:
+        res = run_live(broker, server.url, [Phase(rate, seconds)], work, pipeline_args, seed=seed)
+    start = next(s["t"] for s in res.samples if s["rate"] == rate)
+    minutes = rss_per_minute(res.rss, since_s=start)[: int(seconds // 60)]
+    after_first = minutes[1:]
+    spread = None
+    if after_first:
+        mid = statistics.median(after_first)
+        spread = round(100 * max(abs(m - mid) for m in after_first) / mid, 1)
+    print(f"\npeak RSS of the pipeline's process tree per minute at {rate:,.0f}/s (MB):")
+    print("  " + "  ".join(f"{m:,.0f}" for m in minutes))
+    print(
+        f"after the first minute: within +/-{spread} % of their median"
+        + (" (meets +/-10 %)" if spread is not None and spread <= 10 else " (misses +/-10 %)")
+    )
+    print(_phase_line(res.phases[0]))
+    print(_exact_line(res.exact))
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "rss_mb_per_minute": minutes,
+        "spread_pct": spread,
+        "phase": res.phases[0],
+        "exact": res.exact,
+    }
+
+
 # Each row: a name and the flags it gives (the rest are the defaults, FLINK_STREAMING_DEFAULTS).
 SETTINGS = [
     (
@@ -554,22 +510,20 @@ SETTINGS = [
         ["--max_bundle_time_mills=1000", "--flink_buffer_timeout_ms=100", "--redis_batch_size=500"],
     ),
     ("bundles 500 ms, buffers 10 ms, Redis per alert", []),
-    ("bundles 100 ms, 8 shards", ["--max_bundle_time_mills=100", "--stream_shards=8"]),
-    ("bundles 50 ms, 8 shards", ["--max_bundle_time_mills=50", "--stream_shards=8"]),
+    ("bundles 100 ms, 8 account keys", ["--max_bundle_time_mills=100", "--account_keys=8"]),
+    ("bundles 50 ms, 8 account keys", ["--max_bundle_time_mills=50", "--account_keys=8"]),
 ]
 
 
 def _settings(extra: List[str], events: int, seed: int) -> List[Dict[str, Any]]:
     """Each setting: live alert latency at 1,000/s, and payments/s on a pre-filled topic."""
-    from bench.live import Phase, bench_live
-
     rows = []
     work = tempfile.mkdtemp(prefix="paystream-settings-")
     for name, flags in SETTINGS:
         print(f"\n--- {name}: live at 1,000/s", flush=True)
         live = bench_live([Phase(1000, 60)], [*flags, *extra])
         print(f"--- {name}: throughput on {events:,} pre-filled payments", flush=True)
-        with KafkaBroker() as broker, RedisServer() as redis_url:
+        with KafkaBroker() as broker, RedisServer() as server:
             truth = fill_topic(broker, "payments", events, seed)
             thr = variant_paystream(
                 broker,
@@ -578,7 +532,7 @@ def _settings(extra: List[str], events: int, seed: int) -> List[Dict[str, Any]]:
                 truth,
                 work,
                 ["--runner=FlinkRunner", "--parallelism=2", "--streaming"],
-                redis_url,
+                server.url,
                 [*flags, *extra],
             )
         rows.append({"setting": name, "flags": flags, "live": live, "payments_per_s": thr["payments_per_s"]})
@@ -587,9 +541,6 @@ def _settings(extra: List[str], events: int, seed: int) -> List[Dict[str, Any]]:
 
 
 def _live_parts(args: argparse.Namespace) -> None:
-    from bench.live import RESULTS as LIVE_RESULTS
-    from bench.live import Phase, bench_live, bench_memory
-
     extra = args.paystream_args.split()
     out: Dict[str, Any] = {}
     if os.path.exists(LIVE_RESULTS):

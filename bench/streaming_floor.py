@@ -4,7 +4,7 @@
         --metrics_port=P [runner flags, as for python -m beam_pipeline]
 
 The same read as paystream (``KafkaPayloads``), the same runner set-up (local Flink,
-checkpoints, bundles, Python workers: ``beam_pipeline.profile``), then one step that
+checkpoints, bundles, Python workers: ``beam_pipeline.runner_setup``), then one step that
 decodes each payload with ``json.loads`` and counts it as ``payments_in``: what any graph
 on this runner pays before doing any work of its own.
 """
@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline import profile as paystream
+from beam_pipeline import runner_setup as paystream
 from beam_pipeline.kafka import KafkaPayloads
 from beam_pipeline.kafka import expansion_service as kafka_expansion_service
 from beam_pipeline.options import PaystreamOptions

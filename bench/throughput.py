@@ -15,7 +15,7 @@ time are its own):
                  limit every other line is measured against;
   (a)  kernels   our own functions in a plain loop: ``parse_payment``, ``mask_transaction``
                  and each account's ``AccountBook`` (dedup, features, velocity rule) in the
-                 order read, then ``IdBook``: what the per-payment code costs before any runner;
+                 order read, then ``SeenIds``: what the per-payment code costs before any runner;
   (b)  textbook  Beam: ReadFromText -> Map(parse+mask) -> GroupByKey dedup ->
                  WindowInto(SlidingWindows(60, 5)) -> CombinePerKey(count) (``--textbook``:
                  about 30 min at 200,000);
@@ -111,19 +111,20 @@ def kernels(path: str) -> Dict[str, Any]:
     """(a) our own functions in a plain loop: the per-payment cost before any runner.
 
     Each payment parsed, masked and decided by its account's ``AccountBook`` in the order
-    read, then its id checked (``IdBook``), as both drivers do."""
+    read, then its id checked (``SeenIds``), as both drivers do."""
+    from kernels.books import NEW, AccountBook, SeenIds
+    from kernels.masking import Tokenizer, mask_transaction
+    from kernels.parse import ParseError, parse_payment
+    from kernels.rules import Rules
+    from kernels.velocity import VelocityRule
     from schemas.records import SourceRef
-    from transforms.accounts import NEW, AccountBook, IdBook
-    from transforms.masking import Tokenizer, mask_transaction
-    from transforms.parse import ParseError, parse_payment
-    from transforms.velocity import VelocityRule
 
-    rule = VelocityRule()
+    rules = Rules((VelocityRule(),))
     horizon, ttl = 600 * 1_000_000, 86_400 * 1_000_000
     tokenizer = Tokenizer(b"k" * 32)
     now_us = int(time.time() * 1e6)
     books: Dict[str, AccountBook] = {}
-    ids = IdBook()
+    ids = SeenIds()
     stored = dead = duplicates = 0
     alerts = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -141,13 +142,12 @@ def kernels(path: str) -> Dict[str, Any]:
             if book is None:
                 book = books[txn.account_id] = AccountBook()
             masked = mask_transaction(txn, tokenizer)
-            verdict, _, alert = book.decide(masked, txn.fingerprint, rule, horizon, ttl)
+            verdict, _, raised = book.decide(masked, txn.fingerprint, rules, horizon, ttl)
             if verdict is not NEW:
                 duplicates += verdict == "duplicate"
                 dead += verdict == "conflict"
                 continue
-            if alert is not None:
-                alerts.append(alert.alert_id)
+            alerts.extend(alert.alert_id for alert in raised)
             if ids.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon) is NEW:
                 stored += 1
             else:
@@ -169,9 +169,9 @@ def textbook(path: str) -> Dict[str, Any]:
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.transforms.window import SlidingWindows, TimestampedValue
 
-    from beam_pipeline.profile import make_runner
-    from transforms.masking import mask_email, mask_pan
-    from transforms.parse import ParseError, parse_event_time_us
+    from beam_pipeline.runner_setup import make_runner
+    from kernels.masking import mask_email, mask_pan
+    from kernels.parse import ParseError, parse_event_time_us
 
     def parse(line: bytes) -> List[Dict[str, Any]]:
         try:
@@ -267,7 +267,7 @@ def _child(variant: str, path: str, workdir: str, out: str) -> None:
         # Both loops run with the collector tuned as in our local runs (``quiet_gc``):
         # each keeps a record per payment, and Python's default thresholds would time
         # the collector walking them rather than the loop.
-        from beam_pipeline.profile import quiet_gc
+        from beam_pipeline.runner_setup import quiet_gc
 
         with quiet_gc():
             result = lean(path) if variant == "lean" else kernels(path)

@@ -1,4 +1,4 @@
-"""The local Java pieces a run on this machine needs, for ``beam_pipeline.local_java``.
+"""The local Java pieces a run on this machine needs, for ``beam_pipeline.java_provider``.
 
 Registered as the ``paystream.local_java`` entry point (``setup.py``): the pipeline asks
 for it only when it runs here and was given no job server jar or expansion service, so

@@ -45,6 +45,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from paystream_dev.harness.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PAYSTREAM_CACHE", REPO / ".cache"))
 
@@ -222,12 +224,6 @@ def du(path: Path) -> int:
 
 
 # --------------------------------------------------------------------------- broker
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _java() -> str:

@@ -1,5 +1,5 @@
 """What a payment message must be, beyond its JSON Schema (``payment.schema.json``): the
-one definition shared by the parser (``transforms/parse.py``) and the simulator
+one definition shared by the parser (``kernels/parse.py``) and the simulator
 (``simulator/generator.py``).
 
 * ``MAX_PAYLOAD_BYTES``: the largest message value accepted.

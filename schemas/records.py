@@ -31,7 +31,7 @@ class SourceRef(NamedTuple):
     offset: int
     key: Optional[str] = None
     # the Kafka record's timestamp (ms) when the source has one: a payment dated more than
-    # the allowed skew after it was sent is refused as in the future (transforms/parse.py)
+    # the allowed skew after it was sent is refused as in the future (kernels/parse.py)
     timestamp_ms: Optional[int] = None
 
 
@@ -90,7 +90,7 @@ class EnrichedTransaction(NamedTuple):
 
 
 class FraudAlert(NamedTuple):
-    """One burst of one account, found by one rule (``transforms/rules.py``).
+    """One burst of one account, found by one rule (``kernels/rules.py``).
 
     ``rule``: the rule's kind with its parameters (``velocity:3 in 60s/5s``);
     ``rule_params``: the parameters as JSON. ``threshold`` payments within the window

@@ -191,7 +191,7 @@ variable "gke_database_encryption_key" {
 # ---- Redis -----------------------------------------------------------------------------------
 
 variable "create_redis" {
-  description = "Create the Memorystore Redis instance (fraud alert sink and --redis_dedup)."
+  description = "Create the Memorystore Redis instance (the fraud alert sink)."
   type        = bool
   default     = true
 }

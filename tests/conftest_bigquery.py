@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from paystream_dev.local_kafka import free_port
+from paystream_dev.harness.ports import free_port
 from transforms.sinks.bigquery import EmulatorClient
 
 __all__ = ["BigQueryEmulator", "PROJECT", "bq_dataset", "bq_emulator"]

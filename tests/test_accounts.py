@@ -1,4 +1,4 @@
-"""The account step's kernel (``transforms/accounts.py``): each payment decided on arrival.
+"""The account step's kernel (``kernels/books.py``): each payment decided on arrival.
 
 The velocity count is checked against a plain recount of every window from the payments
 held so far (no bisection, no pruning) on random arrival orders; the runs, alert ids and
@@ -17,15 +17,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels.books import CONFLICT, DUPLICATE, NEW, AccountBook, SeenIds, decide_in_order
+from kernels.rules import Rules
+from kernels.velocity import VelocityRule, window_starts
 from schemas.records import MaskedTransaction, SourceRef
-from transforms.accounts import CONFLICT, DUPLICATE, NEW, AccountBook, IdBook, decide_in_order
-from transforms.velocity import VelocityRule, window_starts
 
 RULE = VelocityRule(threshold=3, size_s=60, period_s=5, allowed_lateness_s=10)
 US = 1_000_000
 HORIZON = 600 * US
 TTL = 86_400 * US
 T0 = 1_700_000_000 * US
+
+
+def decide(
+    book: AccountBook, payment: MaskedTransaction, fingerprint: str, ttl: int = TTL
+) -> Tuple[str, Any, Any]:
+    """The book's verdict, row and the one alert ``RULE`` raises (or None)."""
+    verdict, row, alerts = book.decide(payment, fingerprint, Rules((RULE,)), HORIZON, ttl)
+    return verdict, row, (alerts[0] if alerts else None)
 
 
 def txn(
@@ -54,7 +63,7 @@ def decide_all(payments: List[MaskedTransaction]) -> List[Tuple[str, Optional[st
     book = AccountBook()
     out = []
     for p in payments:
-        verdict, _, alert = book.decide(p, "fp-" + p.transaction_id, RULE, HORIZON, TTL)
+        verdict, _, alert = decide(book, p, "fp-" + p.transaction_id)
         out.append((verdict, alert.alert_id if alert else None))
     return out
 
@@ -78,7 +87,7 @@ def test_the_alert_names_the_crossing_payment_and_its_window() -> None:
     at = T0 + 1 * US
     alert = None
     for i in range(3):
-        _, _, alert = book.decide(txn(f"t{i}", at + i * US, offset=i), f"f{i}", RULE, HORIZON, TTL)
+        _, _, alert = decide(book, txn(f"t{i}", at + i * US, offset=i), f"f{i}")
     assert alert is not None
     assert alert.crossing_txn_time_us == at + 2 * US
     assert alert.transaction_ids == ("t0", "t1", "t2")
@@ -90,15 +99,15 @@ def test_the_alert_names_the_crossing_payment_and_its_window() -> None:
 def test_copies_within_the_horizon_are_duplicates_or_conflicts_and_later_ones_new() -> None:
     book = AccountBook()
     first = txn("t1", T0)
-    assert book.decide(first, "a", RULE, HORIZON, TTL)[0] == NEW
-    assert book.decide(first, "a", RULE, HORIZON, TTL)[0] == DUPLICATE
-    assert book.decide(first, "b", RULE, HORIZON, TTL)[0] == CONFLICT
-    book.decide(txn("t2", T0 + HORIZON + US), "c", RULE, HORIZON, TTL)  # the clock moves on
-    assert book.decide(first, "a", RULE, HORIZON, TTL)[0] == NEW  # past the horizon: forgotten
+    assert decide(book, first, "a")[0] == NEW
+    assert decide(book, first, "a")[0] == DUPLICATE
+    assert decide(book, first, "b")[0] == CONFLICT
+    decide(book, txn("t2", T0 + HORIZON + US), "c")  # the clock moves on
+    assert decide(book, first, "a")[0] == NEW  # past the horizon: forgotten
 
 
-def test_the_id_book_catches_a_copy_on_another_account() -> None:
-    book = IdBook()
+def test_the_id_check_catches_a_copy_on_another_account() -> None:
+    book = SeenIds()
     assert book.check("t1", "fp-a", T0, HORIZON) == NEW
     assert book.check("t1", "fp-a", T0, HORIZON) == DUPLICATE
     assert book.check("t1", "fp-other-account", T0, HORIZON) == CONFLICT
@@ -111,28 +120,28 @@ def test_a_copy_of_a_payment_dated_long_before_the_clock_is_still_caught() -> No
     """A payment dated more than the horizon before the clock (very late, or its date damaged
     in a copy) is remembered from when it was seen: once it was forgotten at once, so its
     next copy was stored again (two rows of one id: the warehouse kept one, silently)."""
-    book, ids = AccountBook(), IdBook()
-    book.decide(txn("now", T0 + 2 * HORIZON), "n", RULE, HORIZON, TTL)
+    book, ids = AccountBook(), SeenIds()
+    decide(book, txn("now", T0 + 2 * HORIZON), "n")
     ids.check("now", "n", T0 + 2 * HORIZON, HORIZON)
     old = txn("old", T0)
-    assert book.decide(old, "o", RULE, HORIZON, TTL)[0] == NEW
-    assert book.decide(old, "o", RULE, HORIZON, TTL)[0] == DUPLICATE
-    assert book.decide(txn("old", T0 + 2 * HORIZON), "o2", RULE, HORIZON, TTL)[0] == CONFLICT
+    assert decide(book, old, "o")[0] == NEW
+    assert decide(book, old, "o")[0] == DUPLICATE
+    assert decide(book, txn("old", T0 + 2 * HORIZON), "o2")[0] == CONFLICT
     assert ids.check("old", "o", T0, HORIZON) == NEW
     assert ids.check("old", "o", T0, HORIZON) == DUPLICATE
     assert ids.check("old", "o-other", T0 + 2 * HORIZON, HORIZON) == CONFLICT
     book.prune(RULE, HORIZON)
     ids.prune(HORIZON)
-    assert "old" in book.seen and "old" in ids.seen  # kept for the horizon after it was seen
+    assert "old" in book.ids.seen and "old" in ids.seen  # kept for the horizon after it was seen
 
 
 def test_a_payment_late_for_closed_windows_is_kept_but_not_counted() -> None:
     book = AccountBook()
     at = T0
-    book.decide(txn("t0", at), "a", RULE, HORIZON, TTL)
-    book.decide(txn("t1", at + 200_000), "b", RULE, HORIZON, TTL)
-    book.decide(txn("now", at + 10 * 60 * US), "c", RULE, HORIZON, TTL)  # ten minutes later
-    verdict, row, alert = book.decide(txn("late", at + 400_000), "d", RULE, HORIZON, TTL)
+    decide(book, txn("t0", at), "a")
+    decide(book, txn("t1", at + 200_000), "b")
+    decide(book, txn("now", at + 10 * 60 * US), "c")  # ten minutes later
+    verdict, row, alert = decide(book, txn("late", at + 400_000), "d")
     assert verdict == NEW and row is not None and alert is None  # its windows are closed
 
 
@@ -145,10 +154,10 @@ def test_an_out_of_order_payment_can_cross_and_then_extends_nothing_twice() -> N
 
 def test_the_history_restarts_after_the_ttl() -> None:
     book = AccountBook()
-    book.decide(txn("t0", T0, amount=100), "a", RULE, HORIZON, 3600 * US)
-    _, row, _ = book.decide(txn("t1", T0 + 60 * US, amount=300), "b", RULE, HORIZON, 3600 * US)
+    decide(book, txn("t0", T0, amount=100), "a", 3600 * US)
+    _, row, _ = decide(book, txn("t1", T0 + 60 * US, amount=300), "b", 3600 * US)
     assert row is not None and row.recent_txn_count == 1 and row.amount_to_recent_mean == 3.0
-    _, row, _ = book.decide(txn("t2", T0 + 7200 * US), "c", RULE, HORIZON, 3600 * US)
+    _, row, _ = decide(book, txn("t2", T0 + 7200 * US), "c", 3600 * US)
     assert row is not None and row.recent_txn_count == 0 and row.seconds_since_prev_txn is None
 
 
@@ -176,7 +185,7 @@ def test_alerts_equal_a_plain_recount_of_every_window(offsets_s: List[int]) -> N
     for i, offset in enumerate(offsets_s):
         at = T0 + offset * US // 4
         p = txn(f"t{i}", at, offset=i)
-        _, _, alert = book.decide(p, f"f{i}", RULE, HORIZON, TTL)
+        _, _, alert = decide(book, p, f"f{i}")
         closed_before = clock - RULE.allowed_lateness_s * US - RULE.size_us
         expected = None
         if at - at % RULE.period_us > closed_before:
@@ -200,12 +209,12 @@ def test_decide_in_order_follows_where_payments_were_read_not_the_list_order() -
     at = T0 + US
     payments = [txn(f"t{i}", at + i * US, offset=i) for i in range(3)]
     forwards = [
-        (a.alert_id if a else None)
-        for _, _, _, a in decide_in_order([(p, "") for p in payments], RULE, HORIZON, TTL)
+        (a[0].alert_id if a else None)
+        for _, _, _, a in decide_in_order([(p, "") for p in payments], Rules((RULE,)), HORIZON, TTL)
     ]
     backwards = [
-        (a.alert_id if a else None)
-        for _, _, _, a in decide_in_order([(p, "") for p in reversed(payments)], RULE, HORIZON, TTL)
+        (a[0].alert_id if a else None)
+        for _, _, _, a in decide_in_order([(p, "") for p in reversed(payments)], Rules((RULE,)), HORIZON, TTL)
     ]
     assert forwards == backwards and forwards[2] is not None
 
@@ -295,9 +304,9 @@ def test_a_book_checkpointed_before_the_rule_seam_restores_with_its_velocity_sta
     held, runs, clock): restored, the velocity rule goes on from them."""
     book = AccountBook()
     for i in range(2):
-        book.decide(txn(f"t{i}", T0 + i * US), f"f{i}", RULE, HORIZON, TTL)
+        decide(book, txn(f"t{i}", T0 + i * US), f"f{i}")
     seen, history, states, clock = book.__getstate__()
     old = AccountBook.__new__(AccountBook)
     old.__setstate__((seen, history, states[0][0], states[0][1], clock))
-    _, _, alert = old.decide(txn("t2", T0 + 2 * US), "f2", RULE, HORIZON, TTL)
+    _, _, alert = decide(old, txn("t2", T0 + 2 * US), "f2")
     assert alert is not None and alert.transaction_ids == ("t0", "t1", "t2")

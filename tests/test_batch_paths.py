@@ -1,17 +1,21 @@
-"""The batch paths of the keyed steps give exactly what their streaming paths give.
+"""The two drivers give the same answers: each equals the books run in the order read.
 
-``transforms/batching.py``: on a bounded input in a batch run, dedup, enrich and
-velocity group their records into shards and run plain code per shard instead
-of per-key state and timers. These tests run both paths on the same simulated
-traffic (every injection: duplicates, conflicts, bursts, out-of-order and late
-payments) and compare, step by step and for the whole graph.
+``transforms/batch.py`` groups a bounded input into lists by account and decides each
+list at once; ``transforms/streaming.py`` keeps the books in keyed state and decides on
+arrival. Both run the steps of ``transforms/steps.py``. These tests run both on the
+same simulated traffic (every injection: duplicates, malformed payloads, bursts,
+out-of-order and late payments, plus conflicting copies on the same and on other
+accounts) and compare them with the kernels in a plain loop, then run the whole graph
+both ways.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
@@ -21,163 +25,169 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
-from schemas.records import MaskedTransaction, SourceRef, Transaction
+from beam_pipeline.graph import use_batch_driver
+from beam_pipeline.options import PaystreamOptions
+from kernels.books import NEW, Pending, SeenIds, check_ids, conflict_letter, decide_in_order, read_order
+from kernels.card_testing import CardTestingRule
+from kernels.masking import KeySource, Tokenizer, mask_transaction
+from kernels.parse import parse_or_dead_letter
+from kernels.rules import Rules
+from kernels.velocity import VelocityRule
+from schemas.records import MaskedTransaction, SourceRef
 from simulator.generator import GeneratorConfig, generate
-from transforms.batching import GroupIntoShards, shard_of, use_batch
-from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.dedup import DeduplicateTransactions, first_copies
-from transforms.enrich import EnrichFeatures, enrich_in_order
-from transforms.masking import Tokenizer, mask_transaction
-from transforms.parse import ParseError, parse_payment
-from transforms.velocity import VelocityFraud, VelocityRule, judge_bursts
+from transforms.batch import BatchPayments
+from transforms.lists import MergeLists, RecordList, RecordListCoder, group_of, split_by_key
+from transforms.steps import EngineSettings
+from transforms.streaming import StreamingPayments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = b"k" * 32
+RULES = Rules((VelocityRule(), CardTestingRule()))
 
 
-def _traffic(num_events: int = 1500, accounts: int = 60) -> Tuple[List[Transaction], int]:
-    """Parsed payments of one simulator run, in emission order, and its burst count."""
+def _traffic(num_events: int = 1500, accounts: int = 60) -> Tuple[List[Tuple[bytes, SourceRef]], int]:
+    """Raw payloads of one simulator run, in emission order, with conflicting copies (same id,
+    other content; on the same account and on another) a few payloads after their first;
+    its burst count."""
     records, truth = generate(GeneratorConfig(num_events=num_events, accounts=accounts, seed=11))
-    now_us = max(r.event_time_us for r in records if r.event_time_us) + 10**9 if records else 0
-    out = []
-    for i, record in enumerate(records):
+    payloads = [r.payload for r in records]
+    for n, at in enumerate(range(400, 10, -40)):
         try:
-            out.append(parse_payment(record.payload, SourceRef("sim", 0, i), now_us))
-        except ParseError:
+            message = json.loads(payloads[at])
+            if n % 2:
+                message["amount"] = "1.01"
+            else:
+                message["account_id"] = "acct-elsewhere"
+        except (ValueError, TypeError, KeyError):
             continue
-    # Conflicting copies (same id, other content), later in the source than the original.
-    for n, original in enumerate(out[10:400:40]):
-        out.append(
-            original._replace(
-                amount_minor=original.amount_minor + 1,
-                fingerprint="conflict-" + original.fingerprint,
-                source=SourceRef("sim", 0, len(records) + n),
-            )
-        )
-    return out, len(truth.bursts)
+        payloads.insert(at + 3, json.dumps(message).encode())
+    return [(payload, SourceRef("sim", 0, i)) for i, payload in enumerate(payloads)], len(truth.bursts)
 
 
 TRAFFIC, BURSTS = _traffic()
 
 
-def _stamped(t: object) -> TimestampedValue:
-    return TimestampedValue(t, Timestamp(micros=t.event_time_us))  # type: ignore[attr-defined]
+def _expected(settings: EngineSettings, id_groups: int) -> Dict[str, List[Any]]:
+    """The kernels in a plain loop: what both drivers must give."""
+    tokenizer, now_us = Tokenizer(KEY), int(time.time() * 1_000_000)
+    pending, letters = [], []
+    for raw, source in TRAFFIC:
+        result = parse_or_dead_letter(raw, source, now_us, int(settings.max_future_skew_s * 1_000_000))
+        if hasattr(result, "fingerprint"):
+            pending.append(Pending(mask_transaction(result, tokenizer), result.fingerprint))
+        else:
+            letters.append(result)
+    rows, alerts = [], []
+    for verdict, txn, row, raised in decide_in_order(
+        pending, RULES, settings.horizon_us, settings.history_ttl_us
+    ):
+        if verdict is NEW:
+            rows.append(row)
+            alerts.extend(raised)
+        elif verdict != "duplicate":
+            letters.append(conflict_letter(txn, " on this account"))
+    if settings.check_ids:
+        stored = []
+        for group in split_by_key(
+            sorted(rows, key=read_order), lambda r: r.txn.transaction_id, id_groups
+        ).values():
+            kept, _, conflicts = check_ids(SeenIds(), group, settings.horizon_us)
+            stored.extend(kept)
+            letters.extend(conflict_letter(r.txn, " for another account") for r in conflicts)
+        rows = stored
+    return {"rows": rows, "alerts": alerts, "letters": letters}
 
 
-def _masked() -> List[MaskedTransaction]:
-    tokenizer = Tokenizer(KEY)
-    kept, _, _ = first_copies(TRAFFIC)
-    return [mask_transaction(t, tokenizer) for t in kept]
+@pytest.mark.parametrize(
+    "driver, settings, id_groups",
+    [
+        pytest.param(BatchPayments, EngineSettings(batch_groups=1), 1, id="batch-1-group"),
+        pytest.param(BatchPayments, EngineSettings(batch_groups=7), 7, id="batch-7-groups"),
+        pytest.param(BatchPayments, EngineSettings(dedup_scope="account"), 0, id="batch-account-scope"),
+        pytest.param(StreamingPayments, EngineSettings(), 8, id="stream-8-keys"),
+        # a key per account, and no id check: which copy on another account reaches the id
+        # check first is the order of the keys' bundles, not the order read
+        pytest.param(
+            StreamingPayments,
+            EngineSettings(account_keys=0, dedup_scope="account"),
+            0,
+            id="stream-a-key-per-account",
+        ),
+    ],
+)
+def test_each_driver_equals_the_books_in_the_order_read(
+    driver: Any, settings: EngineSettings, id_groups: int
+) -> None:
+    expected = _expected(settings, id_groups)
+    assert len(expected["alerts"]) >= BURSTS > 0
+    assert any(letter.reason == "conflicting_duplicate" for letter in expected["letters"])
+    with TestPipeline() as p:
+        out = p | beam.Create(TRAFFIC) | driver(RULES, KeySource(key=KEY), settings)
+        assert_that(out.transactions, equal_to(expected["rows"]), label="rows")
+        assert_that(out.alerts, equal_to(expected["alerts"]), label="alerts")
+        assert_that(out.dead_letters, equal_to(expected["letters"]), label="dead letters")
 
 
-def test_use_batch_follows_boundedness_and_the_run_mode() -> None:
+def test_the_driver_follows_boundedness_and_the_run_mode() -> None:
+    def batch(mode: str, streaming: bool, pcoll: Any) -> bool:
+        opts = PaystreamOptions([f"--execution_mode={mode}"] + (["--streaming"] if streaming else []))
+        return use_batch_driver(pcoll, opts)
+
     with TestPipeline() as p:
         bounded = p | beam.Create([1])
-        assert use_batch(bounded, "auto", streaming=False)
-        assert not use_batch(bounded, "auto", streaming=True)
-        assert not use_batch(bounded, "stream", streaming=False)
-        assert use_batch(bounded, "batch", streaming=True)
-        with pytest.raises(ValueError):
-            use_batch(bounded, "fast", streaming=False)
+        assert batch("auto", False, bounded)
+        assert not batch("auto", True, bounded)
+        assert not batch("stream", False, bounded)
+        assert batch("batch", True, bounded)
 
 
-def test_a_batch_path_refuses_an_unbounded_input() -> None:
+def test_the_batch_driver_refuses_an_unbounded_input() -> None:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     p = TestPipeline(options=options)
-    stream = p | TestStream().add_elements([_stamped(TRAFFIC[0])])
-    for step in (DeduplicateTransactions(batch=True), EnrichFeatures(batch=True), VelocityFraud(batch=True)):
-        with pytest.raises(ValueError, match="bounded"):
-            stream | step
+    stream = p | TestStream().add_elements([TRAFFIC[0]])
+    with pytest.raises(ValueError, match="bounded"):
+        stream | BatchPayments(RULES, KeySource(key=KEY))
+    with pytest.raises(ValueError, match="bounded"):
+        use_batch_driver(stream, PaystreamOptions(["--execution_mode=batch"]))
 
 
-def test_shards_are_stable_and_keep_a_key_together() -> None:
-    assert shard_of("acct-000001", 64) == shard_of("acct-000001", 64)
-    assert {shard_of(f"acct-{i}", 8) for i in range(200)} == set(range(8))
+def test_groups_are_stable_and_keep_a_key_together() -> None:
+    assert group_of("acct-000001", 64) == group_of("acct-000001", 64)
+    assert {group_of(f"acct-{i}", 8) for i in range(200)} == set(range(8))
+    records = [("a", 1), ("b", 2), ("a", 3), ("c", 4)]
+    parts = [split_by_key(records[:2], lambda kv: kv[0], 2), split_by_key(records[2:], lambda kv: kv[0], 2)]
     with TestPipeline() as p:
-        grouped = (
+        merged = (
             p
-            | beam.Create([("a", 1), ("b", 2), ("a", 3), ("c", 4)])
-            | GroupIntoShards(lambda kv: kv[0], shards=2)
-            | beam.Map(lambda s: sorted(s[1]))
+            | beam.Create([item for part in parts for item in part.items()])
+            | MergeLists()
+            | beam.Map(lambda kv: sorted(kv[1]))
         )
-        # every key's records in one list, whatever the shard count
-        expected = {}
-        for key, value in [("a", 1), ("b", 2), ("a", 3), ("c", 4)]:
-            expected.setdefault(shard_of(key, 2), []).append((key, value))
-        assert_that(grouped, equal_to([sorted(v) for v in expected.values()]))
-    with pytest.raises(ValueError):
-        GroupIntoShards(lambda r: r, shards=0)
+        # every key's records in one list, whatever the group count
+        expected: Dict[int, List[Any]] = {}
+        for key, value in records:
+            expected.setdefault(group_of(key, 2), []).append((key, value))
+        assert_that(merged, equal_to([sorted(v) for v in expected.values()]))
 
 
-def test_shard_lists_round_trip_their_records_with_their_classes() -> None:
-    from transforms.batching import ShardRecords, ShardRecordsCoder
-    from transforms.dedup import _conflict
-    from transforms.enrich import AccountHistory, features
+def test_record_lists_round_trip_their_records_with_their_classes() -> None:
+    from kernels.features import AccountHistory, features
 
-    masked = _masked()[:50]
+    parsed = [parse_or_dead_letter(raw, src, 2**62, 0) for raw, src in TRAFFIC[:200]]
+    txns = [t for t in parsed if hasattr(t, "fingerprint")][:50]
+    tokenizer = Tokenizer(KEY)
+    masked = [mask_transaction(t, tokenizer) for t in txns]
     enriched = [features(m, AccountHistory()) for m in masked]
-    letters = [_conflict(t).value for t in TRAFFIC[:5]]
-    records = ShardRecords([*TRAFFIC[:50], *masked, *enriched, *letters, ("a", 1), [1, "b"]])
-    coder = ShardRecordsCoder()
-    impl = coder.get_impl()
+    letters = [conflict_letter(m, "") for m in masked[:5]]
+    records = RecordList([*txns, *masked, *enriched, *letters, ("a", 1), [1, "b"]])
+    impl = RecordListCoder().get_impl()
     back = impl.decode(impl.encode(records))
-    assert type(back) is ShardRecords and back == records
+    assert type(back) is RecordList and back == records
     assert [type(r) for r in back] == [type(r) for r in records]
-    assert {type(r.source) for r in back[:50]} == {SourceRef}
-    assert {type(r.txn) for r in back[100:150]} == {MaskedTransaction}
-
-
-@pytest.mark.parametrize("batch,shards", [(False, 0), (True, 1), (True, 7), (True, 64)])
-def test_dedup_paths_keep_one_copy_per_id_and_dead_letter_conflicts(batch: bool, shards: int) -> None:
-    kept, duplicates, conflicts = first_copies(TRAFFIC)
-    assert duplicates > 0 and conflicts, "the traffic must hold exact and conflicting duplicates"
-    step = DeduplicateTransactions(batch=True, shards=shards) if batch else DeduplicateTransactions()
-    with TestPipeline() as p:
-        out = p | beam.Create(TRAFFIC) | beam.Map(_stamped) | step
-        if batch:  # the earliest copy in the source is the one kept
-            unique = out.unique | "Key" >> beam.Map(lambda t: (t.transaction_id, t.source.offset))
-            dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(lambda d: (d.reason, d.source.offset))
-            assert_that(unique, equal_to([(t.transaction_id, t.source.offset) for t in kept]), label="u")
-            want = [("conflicting_duplicate", t.source.offset) for t in conflicts]
-            assert_that(dead, equal_to(want), label="d")
-        else:  # the first copy to arrive is kept: compare ids
-            unique = out.unique | "Key" >> beam.Map(lambda t: t.transaction_id)
-            dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(lambda d: (d.reason, d.transaction_id))
-            assert_that(unique, equal_to([t.transaction_id for t in kept]), label="u")
-            want_ids = [("conflicting_duplicate", t.transaction_id) for t in conflicts]
-            assert_that(dead, equal_to(want_ids), label="d")
-
-
-@pytest.mark.parametrize("batch", [False, True])
-def test_enrich_paths_equal_the_plain_function(batch: bool) -> None:
-    masked = _masked()
-    expected = list(enrich_in_order(masked))
-    assert len(expected) == len(masked)
-    with TestPipeline() as p:
-        out = p | beam.Create(masked) | beam.Map(_stamped) | EnrichFeatures(batch=batch, shards=5)
-        assert_that(out, equal_to(expected))
-
-
-@pytest.mark.parametrize("judge_until", [None, "middle"])
-@pytest.mark.parametrize("path", ["batch", "state", "windows"])
-def test_velocity_paths_equal_the_plain_function(path: str, judge_until: object) -> None:
-    masked = _masked()
-    times = sorted(m.event_time_us for m in masked)
-    until = times[len(times) // 2] if judge_until == "middle" else None
-    refs = [(m.account_id, (m.event_time_us, m.transaction_id)) for m in masked]
-    expected = judge_bursts(refs, VelocityRule(), until)
-    if until is None:
-        assert len(expected) == BURSTS
-    else:
-        assert 0 < len(expected) < BURSTS
-    kwargs = {"batch": True, "shards": 3} if path == "batch" else {"impl": path}
-    with TestPipeline() as p:
-        out = p | beam.Create(masked) | beam.Map(_stamped) | VelocityFraud(judge_until_us=until, **kwargs)
-        assert_that(out, equal_to(expected))
+    assert {type(r.source) for r in back[: len(txns)]} == {SourceRef}
+    assert {type(r.txn) for r in enriched} == {MaskedTransaction}
 
 
 def _table_rows(path: str) -> Dict[str, List[str]]:
@@ -239,7 +249,7 @@ def test_whole_graph_batch_equals_stream(tmp_path: object) -> None:
 
 def test_whole_graph_batch_equals_a_streaming_run(tmp_path: object) -> None:
     """As above, with the stream side a real streaming run (``--streaming``: Beam's
-    streaming DirectRunner, the BundleBasedDirectRunner; ``beam_pipeline.profile``)."""
+    streaming DirectRunner, the BundleBasedDirectRunner; ``beam_pipeline.runner_setup``)."""
     runs = {"batch": ["--execution_mode=batch"], "stream": ["--execution_mode=stream", "--streaming"]}
     tables = _whole_graph_tables(str(tmp_path), runs, timeout_s=300)
     assert all(tables["batch"].values())

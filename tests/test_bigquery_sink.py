@@ -28,11 +28,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest_bigquery import PROJECT, BigQueryEmulator, bq_dataset, bq_emulator  # noqa: F401
 
+from kernels.masking import mask_text
+from kernels.parse import luhn_valid
 from schemas.records import EnrichedTransaction, MaskedTransaction, SourceRef
 from schemas.rows import transaction_row
 from schemas.tables import TABLES
-from transforms.masking import mask_text
-from transforms.parse import luhn_valid
 from transforms.sinks.bigquery import (
     EmulatorClient,
     WriteTableToBigQuery,

@@ -1,4 +1,4 @@
-"""The card-testing rule (``transforms/card_testing.py``): its kernel on hand-made cases, a
+"""The card-testing rule (``kernels/card_testing.py``): its kernel on hand-made cases, a
 plain recount on random arrival orders, and the whole graph with ``--rules`` in a batch
 and a streaming run (the same alerts, in ``fraud_alerts`` beside the velocity ones)."""
 
@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_accounts import txn as account_txn
 
+from kernels.books import NEW, AccountBook
+from kernels.card_testing import CardTestingRule
+from kernels.rules import Rules, rule_class, rules_from_options
+from kernels.velocity import VelocityRule
 from schemas.records import FraudAlert, MaskedTransaction
 from simulator.generator import GeneratorConfig, generate
-from transforms.accounts import NEW, AccountBook
-from transforms.card_testing import CardTestingRule
-from transforms.rules import Rules, rule_class, rules_from_options
-from transforms.velocity import VelocityRule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 US = 1_000_000
@@ -42,7 +42,7 @@ def decide(payments: List[MaskedTransaction], rules: Any = RULE) -> List[FraudAl
     rules = rules if isinstance(rules, Rules) else Rules((rules,))
     book, alerts = AccountBook(), []
     for p in payments:
-        verdict, _, raised = book.decide_all(p, f"fp-{p.transaction_id}", rules, HORIZON, TTL)
+        verdict, _, raised = book.decide(p, f"fp-{p.transaction_id}", rules, HORIZON, TTL)
         assert verdict == NEW
         alerts.extend(raised)
     return alerts

@@ -1,4 +1,5 @@
-"""DeduplicateTransactions: one output per id, conflicts dead-lettered, bounded state."""
+"""Dedup: the one kernel (``SeenIds``) and ``DeduplicatePayments`` alone: one output per
+id, conflicts dead-lettered, bounded state."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from kernels.books import CONFLICT, DUPLICATE, NEW, SeenIds
 from schemas.records import SourceRef, Transaction
-from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.dedup import DeduplicateTransactions
+from transforms.dedup import DeduplicatePayments
+from transforms.steps import DEAD_LETTER_TAG
 
 T0 = 1_795_514_400_000_000
 
@@ -51,7 +53,7 @@ def test_exact_duplicates_are_dropped_and_conflicts_dead_lettered() -> None:
         txn("t3", amount=999, offset=6),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(rows) | beam.Map(stamped) | DeduplicateTransactions()
+        out = p | beam.Create(rows) | beam.Map(stamped) | DeduplicatePayments()
         ids = out.unique | "Ids" >> beam.Map(lambda t: t.transaction_id)
         dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
             lambda d: (
@@ -90,66 +92,40 @@ def test_state_expires_after_the_horizon(horizon_s: float, gap_s: int, copies: i
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        out = p | stream | DeduplicateTransactions(horizon_s=horizon)
+        out = p | stream | DeduplicatePayments(horizon_s=horizon)
         offsets = out.unique | beam.Map(lambda t: t.source.offset)
         assert_that(offsets, equal_to([1, 2][:copies]))
 
 
 def test_invalid_horizon() -> None:
     with pytest.raises(ValueError):
-        DeduplicateTransactions(horizon_s=0)
+        DeduplicatePayments(horizon_s=0)
 
 
-# Copies of t1 and t2 in source (and event-time) order, horizon 600 s: (id, at_s, amount, offset).
-# Offset 5 comes exactly one horizon after t1's first copy, 7 and 9 beyond the horizon of the
-# first copy of their epoch (with other content: new payments, not conflicts); 8 conflicts
-# with 7, the first copy of t2's second epoch.
+# Copies of t1 and t2 in the order read, horizon 600 s: (id, at_s, amount, offset), and what
+# ``SeenIds`` says. The clock is the latest event time of a *new* payment; a copy is judged
+# against the clock before it. Offset 5 is one horizon after t1's first copy but the clock
+# is still 100 s (copies don't move it); 6 moves it past the horizon of t1's first copy,
+# so 7 is new again; 8 conflicts with 6.
 _HORIZON_COPIES = [
-    ("t1", 0, 1000, 1),
-    ("t2", 100, 1000, 2),
-    ("t2", 200, 999, 3),
-    ("t1", 300, 1000, 4),
-    ("t1", 600, 1000, 5),
-    ("t1", 900, 1000, 6),
-    ("t2", 1000, 999, 7),
-    ("t2", 1100, 1000, 8),
-    ("t1", 1300, 999, 9),
+    ("t1", 0, 1000, 1, NEW),
+    ("t2", 100, 1000, 2, NEW),
+    ("t2", 200, 999, 3, CONFLICT),
+    ("t1", 600, 1000, 4, DUPLICATE),
+    ("t3", 900, 1000, 5, NEW),
+    ("t2", 1000, 999, 6, NEW),
+    ("t1", 1100, 999, 7, NEW),
+    ("t2", 1200, 1000, 8, CONFLICT),
 ]
-_HORIZON_KEPT, _HORIZON_DEAD = [1, 2, 5, 7, 9], [3, 8]
 
 
-def test_first_copies_forget_an_id_after_the_horizon() -> None:
-    from transforms.dedup import first_copies
-
-    rows = [txn(t, at, amount, offset) for t, at, amount, offset in _HORIZON_COPIES]
-    kept, duplicates, conflicts = first_copies(rows, 600 * 1_000_000)
-    assert [t.source.offset for t in kept] == _HORIZON_KEPT
-    assert [t.source.offset for t in conflicts] == _HORIZON_DEAD
-    assert duplicates == len(rows) - len(_HORIZON_KEPT) - len(_HORIZON_DEAD)
-    never_forgotten, _, _ = first_copies(rows)  # no horizon: one copy per id
-    assert [t.source.offset for t in never_forgotten] == [1, 2]
-
-
-@pytest.mark.parametrize("path", ["stream", "batch"])
-def test_batch_and_stream_paths_apply_the_same_horizon(path: str) -> None:
-    """The same copies through ``batch=True`` and through the stateful path on a stream
-    whose watermark follows the event times: the same payments kept and dead-lettered."""
-    rows = [txn(t, at, amount, offset) for t, at, amount, offset in _HORIZON_COPIES]
-    if path == "stream":
-        stream = TestStream()
-        for row in rows:
-            stream = stream.advance_watermark_to(Timestamp(micros=row.event_time_us)).add_elements(
-                [stamped(row)]
-            )
-        options = PipelineOptions()
-        options.view_as(StandardOptions).streaming = True
-        p = TestPipeline(options=options)
-        out = p | stream.advance_watermark_to_infinity() | DeduplicateTransactions(horizon_s=600)
-    else:
-        p = TestPipeline()
-        out = p | beam.Create(rows) | beam.Map(stamped) | DeduplicateTransactions(horizon_s=600, batch=True)
-    kept = out.unique | "Kept" >> beam.Map(lambda t: t.source.offset)
-    dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(lambda d: (d.reason, d.source.offset))
-    assert_that(kept, equal_to(_HORIZON_KEPT), label="kept")
-    assert_that(dead, equal_to([("conflicting_duplicate", o) for o in _HORIZON_DEAD]), label="dead")
-    p.run().wait_until_finish()
+def test_seen_ids_forget_an_id_a_horizon_after_the_clock_passed_it() -> None:
+    ids = SeenIds()
+    verdicts = [
+        ids.check(t, str(amount), at * 1_000_000, 600 * 1_000_000) for t, at, amount, _, _ in _HORIZON_COPIES
+    ]
+    assert verdicts == [v for *_, v in _HORIZON_COPIES]
+    ids.check("t0", "x", 0, 600 * 1_000_000)  # dated long before the clock: remembered from now
+    ids.clock_us += 500 * 1_000_000
+    ids.prune(600 * 1_000_000)  # clock 1600 s: what was seen before 1000 s goes (t3, at 900 s)
+    assert sorted(ids.seen) == ["t0", "t1", "t2"] and ids.seen["t0"] == ("x", 1100 * 1_000_000)

@@ -47,7 +47,7 @@ def unknown_flags(flags: List[str]) -> List[str]:
 def test_the_checker_rejects_unknown_flags() -> None:
     assert unknown_flags(["--runner=FlinkRunner", "--velocity_threshold=3"]) == []
     assert unknown_flags(["--velocity_treshold=3"]) == ["--velocity_treshold=3"]
-    assert unknown_flags(["--velocity_impl=fast"])  # a value outside the choices is refused too
+    assert unknown_flags(["--dedup_scope=fast"])  # a value outside the choices is refused too
 
 
 def _flink_image_options() -> List[str]:

@@ -1,18 +1,9 @@
-"""EnrichFeatures: the features, and their independence from arrival order."""
+"""The features of a payment from its account's history (``kernels/features.py``)."""
 
 from __future__ import annotations
 
-import random
-
-import apache_beam as beam
-import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
-
+from kernels.features import HISTORY_SIZE, AccountHistory, features, merchant_category_risk
 from schemas.records import MaskedTransaction, SourceRef
-from transforms.enrich import HISTORY_SIZE, AccountHistory, EnrichFeatures, features, merchant_category_risk
 
 T0 = 1_795_514_400_000_000  # 10:00 UTC
 
@@ -67,51 +58,3 @@ def test_history_is_bounded() -> None:
     for i in range(HISTORY_SIZE * 3):
         h.push(txn(f"h{i}", i, 100 + i))
     assert len(h.recent_amounts) == HISTORY_SIZE
-
-
-def _run(rows: list) -> list:
-    out: list = []
-    with TestPipeline() as p:
-        result = (
-            p
-            | beam.Create(rows)
-            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
-            | EnrichFeatures()
-            | beam.Map(
-                lambda e: (
-                    e.txn.transaction_id,
-                    e.amount_to_recent_mean,
-                    e.recent_txn_count,
-                    e.seconds_since_prev_txn,
-                )
-            )
-        )
-        expected = []
-        by_account: dict = {}
-        for t in sorted(rows, key=lambda t: (t.event_time_us, t.transaction_id)):
-            h = by_account.setdefault(t.account_id, AccountHistory())
-            f = features(t, h)
-            expected.append(
-                (t.transaction_id, f.amount_to_recent_mean, f.recent_txn_count, f.seconds_since_prev_txn)
-            )
-            h.push(t)
-        assert_that(result, equal_to(expected))
-        out.extend(expected)
-    return out
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_features_follow_event_time_not_arrival_order(seed: int) -> None:
-    rows = [
-        txn(f"{acct}-{i}", i * 37 + (5 if acct == "b" else 0), 500 + 100 * i, account=acct)
-        for acct in ("a", "b")
-        for i in range(8)
-    ]
-    random.Random(seed).shuffle(rows)
-    expected = _run(rows)
-    assert expected[0][1] is None  # sanity: the reference saw a first payment
-
-
-def test_invalid_ttl() -> None:
-    with pytest.raises(ValueError):
-        EnrichFeatures(history_ttl_s=0)

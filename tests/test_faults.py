@@ -3,10 +3,10 @@
 A real KRaft broker, a real redis-server, the pipeline as a user starts it
 (``python -m beam_pipeline --runner=FlinkRunner --streaming --source=kafka
 --checkpoint_dir=...``) and the live simulator sending while it runs
-(``bench.live.LiveRun``). Each test puts its faults between the run's steps, and then
-checks the warehouse and the Redis alert stream: every valid payment stored once,
-every malformed one dead-lettered with its reason and Kafka coordinates, every burst
-alerted exactly once with one alert id, and no other alert.
+(``paystream_dev.harness.live.LiveRun``). Each test puts its faults between the run's
+steps, and then checks the warehouse and the Redis alert stream: every valid payment
+stored once, every malformed one dead-lettered with its reason and Kafka coordinates,
+every burst alerted exactly once with one alert id, and no other alert.
 
 * ``kill -9`` of the pipeline's whole process tree (driver, Python workers, job server
   with its Flink, Java workers), at three points, each followed by the same command
@@ -26,19 +26,17 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 import pytest
-import redis
 from confluent_kafka import Producer
 
-from beam_pipeline.profile import latest_checkpoint
-from bench.live import LiveResult, LiveRun, Phase
-from bench.streaming import RedisServer
-from paystream_dev.local_kafka import KafkaBroker
+from beam_pipeline.runner_setup import latest_checkpoint
+from kernels.parse import parse_or_dead_letter
+from paystream_dev.harness.live import LiveResult, LiveRun, Phase
+from paystream_dev.harness.mutate import mutated
+from paystream_dev.harness.services import KafkaBroker, RedisServer
 from schemas.records import SourceRef
 from simulator.generator import GeneratorConfig
 from simulator.live import LiveConfig
-from simulator.mutate import mutated
 from simulator.producer import producer_config
-from transforms.parse import parse_or_dead_letter
 
 CHECKPOINT_MS = 2000
 
@@ -156,8 +154,8 @@ def test_hard_kill_at_three_points_then_restore(broker: KafkaBroker, tmp_path: A
     (``sink_rows_present``), and the stream has it once."""
     ckdir = str(tmp_path / "checkpoints")
     kills: List[Dict[str, Any]] = []
-    with RedisServer() as redis_url:
-        run = _live_run(broker, redis_url, tmp_path, 11, ckdir)
+    with RedisServer() as server:
+        run = _live_run(broker, server.url, tmp_path, 11, ckdir)
         try:
             run.start()
             run.warm_up()
@@ -204,8 +202,8 @@ def test_broker_stopped_for_30_s(tmp_path: Any) -> None:
     log dir. The pipeline keeps running (the same process, never restarted), the
     simulator's idempotent producer resends what was not acknowledged, and once the
     broker is back the run drains: exact."""
-    with KafkaBroker() as own, RedisServer() as redis_url:
-        run = _live_run(own, redis_url, tmp_path, 12, None)
+    with KafkaBroker() as own, RedisServer() as server:
+        run = _live_run(own, server.url, tmp_path, 12, None)
         try:
             run.start()
             run.warm_up()
@@ -236,10 +234,9 @@ def test_redis_down_for_2_minutes(broker: KafkaBroker, tmp_path: Any) -> None:
     Redis again in its set-up, and once Redis is back the payments since that checkpoint
     are decided again: their alerts come out with the same ids. Nothing is lost, and each
     alert is in the stream once."""
-    server = RedisServer(durable=True)
-    redis_url = server.start()
+    server = RedisServer(persist=True).start()
     ckdir = str(tmp_path / "checkpoints")
-    run = _live_run(broker, redis_url, tmp_path, 13, ckdir)
+    run = _live_run(broker, server.url, tmp_path, 13, ckdir)
     try:
         run.start()
         run.warm_up()
@@ -255,7 +252,7 @@ def test_redis_down_for_2_minutes(broker: KafkaBroker, tmp_path: Any) -> None:
         run.abort()
         raise
     finally:
-        server.__exit__()
+        server.stop()
     assert alerts_before > 0
     log = run.log_text()
     assert "Redis unavailable after" in log and "failing the bundle" in log  # the budget ran out
@@ -283,7 +280,7 @@ def _leaks(text: str, pans: set, emails: set, phones: set) -> List[str]:
 
 
 def test_bad_input_through_kafka(broker: KafkaBroker, tmp_path: Any) -> None:
-    """100,000 simulator payloads, half of them mutated (``simulator.mutate``: flipped bytes,
+    """100,000 simulator payloads, half of them mutated (``paystream_dev.harness.mutate``: flipped bytes,
     cut short, wrong types, duplicate keys, bad UTF-8, edge amounts, deep nesting, card
     numbers in other fields, empty, null, blank and oversized values), through Kafka into
     a streaming run on local Flink. Records carry the payment's event time as their Kafka
@@ -334,8 +331,10 @@ def test_bad_input_through_kafka(broker: KafkaBroker, tmp_path: Any) -> None:
     producer.flush(120)
     assert not errors and len(coordinates) == FUZZ_EVENTS, errors[:5]
 
-    with RedisServer() as redis_url:
-        run = LiveRun(broker, redis_url, str(tmp_path), [], seed=17, verbose=False, topic=topic, group="fuzz")
+    with RedisServer() as server:
+        run = LiveRun(
+            broker, server.url, str(tmp_path), [], seed=17, verbose=False, topic=topic, group="fuzz"
+        )
         try:
             run.start()
             deadline = time.monotonic() + 900
@@ -354,7 +353,7 @@ def test_bad_input_through_kafka(broker: KafkaBroker, tmp_path: Any) -> None:
         except BaseException:
             run.abort()
             raise
-        client = redis.Redis.from_url(redis_url)
+        client = server.client()
         redis_text = []
         for key in client.scan_iter(count=1000):
             redis_text.append(key.decode(errors="replace"))

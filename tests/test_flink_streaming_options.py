@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline.profile import (
+from beam_pipeline.runner_setup import (
     FLINK_STREAMING_DEFAULTS,
     NoStreamingRunner,
     flink_streaming_args,

@@ -511,8 +511,8 @@ def test_invariants_hold_for_small_configs(
 
 
 def test_parser_assigns_the_labelled_reasons(run_1000: tuple[list[SimRecord], GroundTruth]) -> None:
-    """Contract with ``transforms.parse``: valid records parse, malformed ones get their reason."""
-    parse = pytest.importorskip("transforms.parse")
+    """Contract with ``kernels.parse``: valid records parse, malformed ones get their reason."""
+    parse = pytest.importorskip("kernels.parse")
     from schemas.records import SourceRef
 
     records, _ = run_1000

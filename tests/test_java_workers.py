@@ -18,8 +18,8 @@ import pytest
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
 from google.protobuf import text_format
 
+from paystream_dev.harness.ports import free_port
 from paystream_dev.java_workers import HARNESS_MAIN, JavaHarnessPool, serve
-from paystream_dev.local_kafka import free_port
 
 FAKE_JAVA = """#!{python}
 import json, os, sys, time

@@ -139,17 +139,3 @@ def test_yamllint_is_clean() -> None:
         ["yamllint", "-s", "-d", config, *files], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_flink_image_options_do_not_select_the_windows_velocity_path() -> None:
-    """The Flink image runs the account books (``state``), never ``--velocity_impl=windows``,
-    whose windowed count held alerts behind a stuck watermark on streaming Flink."""
-    from beam_pipeline.options import PaystreamOptions
-
-    with open(os.path.join(K8S, "image", "pipeline-options.txt"), encoding="utf-8") as handle:
-        flags = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
-    assert flags
-    opts = PaystreamOptions(flags)
-    assert opts.velocity_impl != "windows"
-    windows = PaystreamOptions([*flags, "--velocity_impl=windows"])  # the check can fail
-    assert windows.velocity_impl == "windows"

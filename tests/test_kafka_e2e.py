@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 import pytest
 
-from bench.live import committed_and_end
-from paystream_dev.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool, KafkaBroker, free_port
+from paystream_dev.harness.live import committed_and_end, counters
+from paystream_dev.harness.ports import free_port
+from paystream_dev.harness.processes import stop_tree
+from paystream_dev.harness.services import KafkaBroker
+from paystream_dev.local_kafka import FLINK_EXPANSION_JAR, JavaWorkerPool
 from simulator.generator import GeneratorConfig, GroundTruth
 from simulator.producer import PaymentProducer
 
@@ -173,9 +174,6 @@ def test_restart_in_the_middle_of_the_topic(broker: KafkaBroker, tmp_path: Any) 
     assert nothing.returncode == 0 and "nothing to read" in nothing.stdout
 
 
-_METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
-
-
 class _StreamingRun:
     """``python -m beam_pipeline`` as a streaming job in a child process, watched through its
     Prometheus counters (``--metrics_port``) and stopped with SIGTERM, as a supervisor stops
@@ -195,13 +193,9 @@ class _StreamingRun:
         )
 
     def counters(self) -> Dict[str, float]:
-        """``name`` or ``name{labels}`` -> value, e.g. ``sink_rows{table="payment_transactions"}``."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return {}  # not serving yet
-        return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
+        """``name`` or ``name{labels}`` -> value, e.g. ``sink_rows{table="payment_transactions"}``;
+        empty while it is not serving yet."""
+        return counters(self.port, timeout_s=5)
 
     def settled(self, read: int) -> bool:
         """All ``read`` payments are through: every unique one enriched and stored."""
@@ -236,17 +230,11 @@ class _StreamingRun:
             time.sleep(1)
 
     def _end(self) -> int:
-        """SIGTERM, as a supervisor stops a run (killed if still running 2 minutes later)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        """SIGTERM, as a supervisor stops a run (its tree killed if still running 2 minutes later)."""
+        rc = stop_tree(self.proc, grace_s=120)
         if not self._log.closed:
             self._log.close()
-        return self.proc.returncode
+        return rc
 
     def stop(self) -> None:
         rc = self._end()

@@ -14,7 +14,7 @@ import hmac
 import json
 import random
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
 import pytest
@@ -22,14 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_parse import NOW_US, SRC, good
 
-from schemas.records import SourceRef, Transaction
-from schemas.rows import transaction_columns, transaction_row
-from simulator.generator import GeneratorConfig, generate
-from transforms import telemetry
-from transforms.batching import ShardRecords, ShardRecordsCoder
-from transforms.enrich import enrich_in_order
-from transforms.masking import Tokenizer, _HmacSha256, mask_pan, mask_transaction
-from transforms.parse import (
+from kernels.features import AccountHistory, features
+from kernels.masking import Tokenizer, _HmacSha256, mask_pan, mask_transaction
+from kernels.parse import (
     ParseError,
     _checked_payment,
     _decode_json,
@@ -39,7 +34,11 @@ from transforms.parse import (
     parse_event_time_us,
     parse_payment,
 )
-from transforms.velocity import BurstTracker, VelocityRule, WindowCount, window_starts
+from schemas.records import SourceRef, Transaction
+from schemas.rows import transaction_columns, transaction_row
+from simulator.generator import GeneratorConfig, generate
+from transforms import telemetry
+from transforms.lists import RecordList, RecordListCoder
 
 SKEW_US = 300_000_000
 
@@ -249,51 +248,6 @@ def test_a_card_that_is_not_plain_digits_is_masked_and_tokenized_as_before() -> 
     )
 
 
-RULE = VelocityRule(threshold=3, size_s=60, period_s=5, allowed_lateness_s=10)
-US = 1_000_000
-
-
-def _panes_by_the_book(events: List[Tuple[str, int, str]], rule: VelocityRule) -> Dict[int, WindowCount]:
-    """Every window of every payment, counted unless already closed when it came (as Beam's
-    windowing does), with the ``threshold`` earliest payments; the watermark moves with
-    ``("watermark", us, "")`` events."""
-    watermark = -(2**62)
-    held: Dict[int, List[Tuple[int, str]]] = {}
-    for kind, at, txn_id in events:
-        if kind == "watermark":
-            watermark = max(watermark, at)
-            continue
-        closed_before = watermark - rule.allowed_lateness_s * US - rule.size_us
-        for start in window_starts(at, rule.size_us, rule.period_us):
-            if start > closed_before:
-                held.setdefault(start, []).append((at, txn_id))
-    return {
-        start: WindowCount(start, start + rule.size_us, len(refs), tuple(sorted(refs)[: rule.threshold]))
-        for start, refs in held.items()
-        if len(refs) >= rule.threshold
-    }
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(st.sampled_from(["pay", "pay", "pay", "watermark"]), st.integers(0, 400)), max_size=14
-    )
-)
-def test_panes_built_where_a_window_can_fire_equal_every_pane(steps: List[Tuple[str, int]]) -> None:
-    t0 = 1_795_514_400 * US
-    events = [(kind, t0 + s * US + i, f"t{i}") for i, (kind, s) in enumerate(steps)]
-    tracker = BurstTracker()
-    for kind, at, txn_id in events:
-        if kind == "watermark":
-            tracker.watermark_us = max(tracker.watermark_us, at)
-        else:
-            tracker.add_payment((at, txn_id), RULE)
-    assert tracker.windows == _panes_by_the_book(events, RULE)
-    reference = BurstTracker(windows=_panes_by_the_book(events, RULE))
-    assert tracker.evaluate("a", RULE, 2**62)[0] == reference.evaluate("a", RULE, 2**62)[0]
-
-
 def test_columns_store_the_same_rows_as_row_dicts(tmp_path: Any) -> None:
     from schemas.tables import TABLES, column_names
     from transforms.sinks.duckdb_warehouse import (
@@ -315,7 +269,12 @@ def test_columns_store_the_same_rows_as_row_dicts(tmp_path: Any) -> None:
         if txn.transaction_id not in seen:
             seen.add(txn.transaction_id)
             masked.append(mask_transaction(txn, tokenizer))
-    enriched = list(enrich_in_order(masked))
+    histories: Dict[str, AccountHistory] = {}
+    enriched = []
+    for m in masked:
+        history = histories.setdefault(m.account_id, AccountHistory())
+        enriched.append(features(m, history))
+        history.push(m)
     at = 1_795_600_000_123_456
     table = "payment_transactions"
     by_rows, by_columns = connect(str(tmp_path / "rows.duckdb")), connect(str(tmp_path / "columns.duckdb"))
@@ -336,21 +295,21 @@ def test_columns_store_the_same_rows_as_row_dicts(tmp_path: Any) -> None:
         transaction_columns([enriched[0]._replace(merchant_category_risk=float("nan"))], at)
 
 
-def test_shard_lists_of_one_record_class_travel_as_columns(traffic: List[bytes]) -> None:
-    impl = ShardRecordsCoder().get_impl()
-    txns = ShardRecords()
+def test_record_lists_of_one_class_travel_as_columns(traffic: List[bytes]) -> None:
+    impl = RecordListCoder().get_impl()
+    txns = RecordList()
     for i, payload in enumerate(traffic[:500]):
         try:
             txns.append(parse_payment(payload, SourceRef._make(("file:x", 0, i, None, None)), 2**62))
         except ParseError:
             pass
-    masked = ShardRecords(mask_transaction(t, Tokenizer(b"k" * 32)) for t in txns)
-    with_none = ShardRecords([*txns[:3], txns[3]._replace(source=None)])  # type: ignore[arg-type]
-    for records, form in ((txns, b"C"), (masked, b"C"), (with_none, b"P"), (ShardRecords(), b"P")):
+    masked = RecordList(mask_transaction(t, Tokenizer(b"k" * 32)) for t in txns)
+    with_none = RecordList([*txns[:3], txns[3]._replace(source=None)])  # type: ignore[arg-type]
+    for records, form in ((txns, b"C"), (masked, b"C"), (with_none, b"P"), (RecordList(), b"P")):
         encoded = impl.encode(records)
         back = impl.decode(encoded)
         assert encoded[:1] == form
-        assert type(back) is ShardRecords and back == records
+        assert type(back) is RecordList and back == records
         assert [type(r) for r in back] == [type(r) for r in records]
         assert [type(getattr(r, "source", None)) for r in back] == [
             type(getattr(r, "source", None)) for r in records
@@ -386,22 +345,7 @@ def test_bulk_histogram_update_equals_one_observe_per_value() -> None:
 
 
 def test_state_pickled_by_the_version_before_restores() -> None:
-    """A checkpoint of the version before: a tracker without its payments, a history as fields."""
-    import copy
-    import pickle
-
-    from transforms.enrich import AccountHistory
-
-    tracker = BurstTracker()
-    for i, s in enumerate([0, 10, 20, 25]):
-        tracker.add_payment((1_795_514_400 * US + s * US, f"a{i}"), RULE)
-    before = copy.deepcopy(tracker.__dict__)
-    del before["payments"]
-    restored = BurstTracker.__new__(BurstTracker)
-    restored.__setstate__(before)
-    assert restored.evaluate("a", RULE, 2**62)[0] == copy.deepcopy(tracker).evaluate("a", RULE, 2**62)[0]
-    assert pickle.loads(pickle.dumps(tracker)).payments == tracker.payments
-
+    """A checkpoint of the version before: a history pickled as its fields."""
     history = AccountHistory.__new__(AccountHistory)
     history.__setstate__({"last_event_time_us": 5, "recent_amounts": [100, 300]})
     assert (history.last_event_time_us, list(history.recent_amounts), history.recent_sum) == (
@@ -411,17 +355,17 @@ def test_state_pickled_by_the_version_before_restores() -> None:
     )
 
 
-def test_merge_shards_joins_the_partial_lists_of_each_shard() -> None:
+def test_merge_lists_joins_the_partial_lists_of_each_key() -> None:
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.batching import MergeShards, _MergeFn
+    from transforms.lists import MergeLists, _MergeFn
 
     merge = _MergeFn()
     acc = merge.add_inputs(merge.add_input(merge.create_accumulator(), [1, 2]), [[3], [4, 5]])
     assert list(merge.extract_output(merge.merge_accumulators([acc, [6]]))) == [1, 2, 3, 4, 5, 6]
-    parts = [(0, ShardRecords([1, 2])), (1, ShardRecords([3])), (0, ShardRecords([4])), (1, ShardRecords())]
+    parts = [(0, RecordList([1, 2])), (1, RecordList([3])), (0, RecordList([4])), (1, RecordList())]
     with TestPipeline() as p:
-        merged = p | beam.Create(parts) | MergeShards() | beam.MapTuple(lambda shard, xs: (shard, sorted(xs)))
+        merged = p | beam.Create(parts) | MergeLists() | beam.MapTuple(lambda shard, xs: (shard, sorted(xs)))
         assert_that(merged, equal_to([(0, [1, 2, 4]), (1, [3])]))

@@ -1,9 +1,9 @@
 """The product imports none of the development tooling, and the layers point one way.
 
-The product is ``beam_pipeline``, ``transforms``, ``schemas`` and ``simulator``. The
+The product is ``beam_pipeline``, ``transforms``, ``kernels``, ``schemas`` and ``simulator``. The
 development package ``paystream_dev`` (a local broker, Maven jar fetching, Java worker
 pools) reaches the product only through the ``paystream.local_java`` entry point
-(``beam_pipeline/local_java.py``).
+(``beam_pipeline/java_provider.py``).
 """
 
 from __future__ import annotations
@@ -12,28 +12,15 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator
 
 import pytest
+from import_scan import imports
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("beam_pipeline", "transforms", "schemas", "simulator")
+PRODUCT = ("beam_pipeline", "transforms", "kernels", "schemas", "simulator")
 # Each layer may import only the layers after it (and itself).
-LAYERS = ("beam_pipeline", "transforms", "schemas")
-
-
-def _imports(path: Path) -> Iterator[Tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.lineno, node.module
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module":
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    yield node.lineno, arg.value
+LAYERS = ("beam_pipeline", "transforms", "kernels", "schemas")
 
 
 def _product_files() -> Iterator[Path]:
@@ -45,7 +32,7 @@ def test_no_product_module_imports_the_development_package() -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line} imports {name}"
         for path in _product_files()
-        for line, name in _imports(path)
+        for line, name, _ in imports(path, ROOT)
         if name == "paystream_dev" or name.startswith("paystream_dev.")
     ]
     assert found == []
@@ -61,7 +48,7 @@ def test_the_scan_sees_an_import_of_the_development_package(tmp_path: Path) -> N
         "    from paystream_dev.local_kafka import KafkaBroker\n"
         "    importlib.import_module('paystream_dev.local_java')\n"
     )
-    assert [name for _, name in _imports(probe)] == [
+    assert [name for _, name, _ in imports(probe, tmp_path)] == [
         "paystream_dev.local_kafka",
         "paystream_dev",
         "paystream_dev.local_kafka",
@@ -75,7 +62,7 @@ def test_lower_layers_do_not_import_upper_ones(layer: str) -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line} imports {name}"
         for path in sorted((ROOT / layer).rglob("*.py"))
-        for line, name in _imports(path)
+        for line, name, _ in imports(path, ROOT)
         if name.split(".")[0] in upper
     ]
     assert found == []
@@ -106,16 +93,16 @@ def test_a_run_loads_no_development_module(tmp_path: Path) -> None:
 
 
 def test_the_local_java_provider_is_found_through_its_entry_point() -> None:
-    from beam_pipeline.local_java import local_java
+    from beam_pipeline.java_provider import local_java_provider
 
-    provider = local_java()
+    provider = local_java_provider()
     assert type(provider).__module__ == "paystream_dev.local_java"
     assert callable(provider.flink_job_server_jar) and callable(provider.kafka_expansion_service)
 
 
 @pytest.mark.parametrize("module", ["beam_pipeline/graph.py", "beam_pipeline/pipeline.py"])
 def test_the_graph_and_the_run_steps_know_no_runner_names(module: str) -> None:
-    """Runner names live in the run profile (and the Kafka read): no string in the graph or
+    """Runner names live in the runner setup (and the Kafka read): no string in the graph or
     in ``run`` names a runner."""
     names = ("direct", "flink", "dataflow", "prism", "spark", "samza")
     tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))

@@ -4,8 +4,8 @@ A real KRaft broker, a real redis-server and the pipeline as a user starts it
 (``python -m beam_pipeline --runner=FlinkRunner --streaming --source=kafka``): the live
 simulator (``simulator.producer.LiveProducer``) sends payments stamped with their send
 time, with its bursts, duplicates, late, out-of-order and malformed payloads, while the
-run reads them; ``bench/live.py`` drives both, stops the run once it has drained, and
-compares the warehouse and the Redis alert stream with what was sent.
+run reads them; ``paystream_dev.harness.live`` drives both, stops the run once it has
+drained, and compares the warehouse and the Redis alert stream with what was sent.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from bench.live import Phase, run_live
-from bench.streaming import RedisServer
-from paystream_dev.local_kafka import KafkaBroker
+from paystream_dev.harness.live import Phase, run_live
+from paystream_dev.harness.services import KafkaBroker, RedisServer
 from simulator.generator import NORMAL_MIN_GAP_US
 from simulator.live import LiveConfig, LiveStream
 
@@ -29,10 +28,10 @@ def broker() -> Iterator[KafkaBroker]:
 
 
 def test_live_simulator_against_a_streaming_run(broker: KafkaBroker, tmp_path: Any) -> None:
-    with RedisServer() as redis_url:
+    with RedisServer() as server:
         res = run_live(
             broker,
-            redis_url,
+            server.url,
             [Phase(300, 25), Phase(600, 15)],  # a rate change on the way, as the REST call makes
             str(tmp_path),
             seed=5,

@@ -12,10 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.records import MaskedTransaction, SourceRef, Transaction
-from simulator.generator import luhn_complete
-from transforms.masking import (
-    MaskPII,
+from kernels.masking import (
     Tokenizer,
     load_key,
     mask_email,
@@ -26,6 +23,9 @@ from transforms.masking import (
     mask_transaction,
     masked_payload_text,
 )
+from schemas.records import MaskedTransaction, SourceRef, Transaction
+from simulator.generator import luhn_complete
+from transforms.masking import MaskPII
 
 KEY = bytes(range(32))
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from paystream_dev.local_kafka import free_port
+from paystream_dev.harness.ports import free_port
 from transforms import telemetry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

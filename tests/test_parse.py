@@ -1,4 +1,4 @@
-"""ParseTransactions: validation rules, properties over arbitrary input, the composite."""
+"""Parsing: validation rules, properties over arbitrary input, and the drivers' first step."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.records import SourceRef
-from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.parse import (
+from kernels.masking import KeySource
+from kernels.parse import (
     MAX_PAYLOAD_BYTES,
     ParseError,
-    ParseTransactions,
     parse_amount_minor,
     parse_event_time_us,
     parse_or_dead_letter,
     parse_payment,
 )
+from kernels.velocity import VelocityRule
+from schemas.records import SourceRef
+from transforms.batch import BatchPayments
+from transforms.steps import EngineSettings
+from transforms.streaming import StreamingPayments
 
 NOW_US = 1_795_600_000_000_000  # 2026-11-25T08:26:40Z
 SRC = SourceRef("payments", 2, 17, "acct-1")
@@ -210,17 +213,21 @@ def test_a_payment_dated_after_its_kafka_record_is_in_the_future() -> None:
         )
 
 
-def test_composite_routes_good_and_bad() -> None:
+DRIVERS = [pytest.param(BatchPayments, id="batch"), pytest.param(StreamingPayments, id="stream")]
+KEYS = KeySource(key=b"k" * 32)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_first_step_routes_good_and_bad(driver: Any) -> None:
     payloads = [
-        (raw(good()), SourceRef("payments", 0, 1)),
+        (raw(good(event_time="2026-11-24T10:00:05Z")), SourceRef("payments", 0, 1)),
         (b"not json 4111111111111111 cvv 123", SourceRef("payments", 0, 2)),
         (raw(good(transaction_id="txn-2", amount="0")), SourceRef("payments", 1, 9, "acct-1")),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(payloads) | ParseTransactions()
-        ids = out.transactions | "Ids" >> beam.Map(lambda t: t.transaction_id)
-        stamps = out.transactions | "Stamps" >> beam.ParDo(_Stamp())
-        dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(
+        out = p | beam.Create(payloads) | driver(VelocityRule(), KEYS)
+        ids = out.transactions | "Ids" >> beam.Map(lambda r: (r.txn.transaction_id, r.txn.card_masked))
+        dead = out.dead_letters | "Dead" >> beam.Map(
             lambda d: (
                 d.reason,
                 d.source.partition,
@@ -230,8 +237,7 @@ def test_composite_routes_good_and_bad() -> None:
                 "123" in d.masked_payload,
             )
         )
-        assert_that(ids, equal_to(["txn-0001"]), label="valid")
-        assert_that(stamps, equal_to([1_795_514_405_250_000]), label="event-time")
+        assert_that(ids, equal_to([("txn-0001", "****-****-****-1111")]), label="valid")
         assert_that(
             dead,
             equal_to(
@@ -241,25 +247,21 @@ def test_composite_routes_good_and_bad() -> None:
         )
 
 
-class _Stamp(beam.DoFn):
-    def process(self, txn, timestamp=beam.DoFn.TimestampParam):  # type: ignore[no-untyped-def]
-        yield timestamp.micros
-
-
-def test_composite_counts_every_payload_and_can_leave_payments_unstamped() -> None:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_first_step_counts_every_payload(driver: Any) -> None:
     """Counters are added in batches inside a bundle (``_COUNT_EVERY``) and exact at its end."""
-    from apache_beam.utils.timestamp import MIN_TIMESTAMP
-
     from beam_pipeline.summary import counters
-    from transforms.parse import _COUNT_EVERY
+    from transforms.steps import _COUNT_EVERY
 
     valid = 2 * _COUNT_EVERY + 7
-    payloads = [(raw(good(transaction_id=f"txn-{i}")), SourceRef("payments", 0, i)) for i in range(valid)]
+    payloads = [
+        (raw(good(transaction_id=f"txn-{i}", event_time="2026-11-24T10:00:05Z")), SourceRef("payments", 0, i))
+        for i in range(valid)
+    ]
     payloads += [(b"{not json", SourceRef("payments", 0, valid + i)) for i in range(3)]
     p = TestPipeline()
-    out = p | beam.Create(payloads) | ParseTransactions(stamp_event_time=False)
-    stamps = out.transactions | "Stamps" >> beam.ParDo(_Stamp()) | beam.Distinct()
-    assert_that(stamps, equal_to([MIN_TIMESTAMP.micros]))  # as created: no event time
+    out = p | beam.Create(payloads) | driver(VelocityRule(), KEYS)
+    assert_that(out.transactions | beam.combiners.Count.Globally(), equal_to([valid]))
     result = p.run()
     result.wait_until_finish()
     found = counters(result)
@@ -270,14 +272,14 @@ def test_composite_counts_every_payload_and_can_leave_payments_unstamped() -> No
 
 def test_negative_skew_is_refused() -> None:
     with pytest.raises(ValueError):
-        ParseTransactions(max_future_skew_s=-1)
+        EngineSettings(max_future_skew_s=-1)
 
 
 def test_parse_and_the_generator_share_one_definition_of_the_message_rules() -> None:
     """Luhn, the payload limit and the required fields: schemas/payment.py's, in both."""
+    import kernels.parse as parse
     import schemas.payment as payment
     import simulator.generator as generator
-    import transforms.parse as parse
 
     assert parse.MAX_PAYLOAD_BYTES is generator.MAX_PAYLOAD_BYTES is payment.MAX_PAYLOAD_BYTES
     assert parse.REQUIRED_FIELDS is generator.REQUIRED_FIELDS is payment.REQUIRED_FIELDS

@@ -19,8 +19,8 @@ from typing import Any, Dict, List
 import duckdb
 import pytest
 
+from kernels.parse import luhn_valid
 from simulator.generator import GeneratorConfig, GroundTruth, generate
-from transforms.parse import luhn_valid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = ("payment_transactions", "fraud_alerts", "dead_letters")

@@ -1,11 +1,8 @@
-"""The Redis alert sink and the Redis de-duplication, against a real ``redis-server``.
+"""The Redis alert sink, against a real ``redis-server``.
 
 * alerts land under the right keys, with the right TTLs, in the stream and on the channel;
 * the same input twice leaves the same Redis state (every key, value and stream entry);
 * a Redis crash and restart in the middle of a run loses no alert and stops nothing;
-* ``--redis_dedup``: a payment seen in an earlier run is dropped (and counted) when it
-  arrives again from elsewhere, while a replay of the same records still reaches the
-  velocity rule and reproduces the same rows and alerts;
 * the whole pipeline with ``--redis_url`` puts exactly the warehouse's alerts in Redis.
 """
 
@@ -13,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import threading
 import time
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List
 
 import apache_beam as beam
 import pytest
@@ -25,16 +20,11 @@ import redis
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-from conftest_redis import RedisServer, redis_prefix, redis_server  # noqa: F401
+from conftest_redis import redis_prefix, redis_server  # noqa: F401
 
-from beam_pipeline.pipeline import run
+from paystream_dev.harness.services import RedisServer
 from schemas.records import FraudAlert, SourceRef, Transaction
 from schemas.rows import rfc3339_to_us
-from simulator.generator import GeneratorConfig, generate
-from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.redis_dedup import RedisDeduplicate, Verdict, dedup_value, judge
-from transforms.sinks.duckdb_warehouse import connect
 from transforms.sinks.redis_alerts import (
     AlertKeys,
     RedisTarget,
@@ -145,17 +135,6 @@ def _txn(txn_id: str, fingerprint: str, offset: int, topic: str = "payments") ->
         source=SourceRef(topic, 0, offset),
         fingerprint=fingerprint,
     )
-
-
-def test_judge_tells_replays_duplicates_and_conflicts_apart() -> None:
-    first = _txn("txn-1", "f" * 32, offset=10)
-    stored = dedup_value(first).encode()
-    assert "4111" not in dedup_value(first) and "jane" not in dedup_value(first)  # no PII in Redis
-    assert judge(first, None) == Verdict.NEW
-    assert judge(first, stored) == Verdict.REPLAY
-    assert judge(_txn("txn-1", "f" * 32, offset=12), stored) == Verdict.DUPLICATE
-    assert judge(_txn("txn-1", "f" * 32, offset=10, topic="other"), stored) == Verdict.DUPLICATE
-    assert judge(_txn("txn-1", "e" * 32, offset=10), stored) == Verdict.CONFLICT
 
 
 # --- the alert sink ----------------------------------------------------------------------------
@@ -317,118 +296,3 @@ def test_password_from_file_and_wrong_password_fails_at_setup(tmp_path: Any) -> 
         with pytest.raises(Exception, match="(?i)auth|password"):
             write_alerts(make_alerts(3), WriteAlertsToRedis(RedisTarget(server.url, str(wrong_file)), "pw:"))
         assert time.monotonic() - started < 20  # not retried for a minute: it fails fast
-
-
-# --- Redis de-duplication ----------------------------------------------------------------------
-
-
-def test_redis_dedup_sends_a_conflict_to_the_dead_letters(
-    redis_server: RedisServer,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
-) -> None:
-    client = redis_server.client()
-    earlier = _txn("txn-c", "a" * 32, offset=1)
-    client.set(f"{redis_prefix}txn:txn-c", dedup_value(earlier))
-    client.set(f"{redis_prefix}txn:txn-d", dedup_value(_txn("txn-d", "b" * 32, offset=2)))
-    incoming = [
-        _txn("txn-c", "c" * 32, offset=5),  # same id, other content: conflict
-        _txn("txn-d", "b" * 32, offset=9),  # same content, elsewhere: duplicate
-        _txn("txn-d", "b" * 32, offset=2),  # the very same record again: replay
-        _txn("txn-e", "e" * 32, offset=3),  # new
-    ]
-    with TestPipeline() as p:
-        out = p | beam.Create(incoming) | RedisDeduplicate(RedisTarget(redis_server.url), redis_prefix)
-        assert_that(
-            out.unique | "Ids" >> beam.Map(lambda t: (t.transaction_id, t.source.offset)),
-            equal_to([("txn-d", 2), ("txn-e", 3)]),
-            label="kept",
-        )
-        assert_that(
-            out[DEAD_LETTER_TAG] | "Reasons" >> beam.Map(lambda d: (d.stage, d.reason, d.transaction_id)),
-            equal_to([("dedup", "conflicting_duplicate", "txn-c")]),
-            label="dead",
-        )
-    assert 86400 - 120 <= client.ttl(f"{redis_prefix}txn:txn-e") <= 86400
-    client.close()
-
-
-def _write_events(path: str, config: GeneratorConfig) -> None:
-    records, _ = generate(config)
-    with open(path, "wb") as handle:
-        for record in records:
-            handle.write(record.payload.rstrip(b"\n") + b"\n")
-
-
-def _run(tmp: str, name: str, events: str, prefix: str, url: str) -> Dict[str, Any]:
-    warehouse = os.path.join(tmp, f"{name}.duckdb")
-    summary = os.path.join(tmp, f"{name}.json")
-    run(
-        [
-            "--source=file",
-            f"--input={events}",
-            f"--warehouse=duckdb:{warehouse}",
-            f"--hmac_key_file={os.path.join(tmp, 'hmac.key')}",
-            f"--redis_url={url}",
-            f"--redis_key_prefix={prefix}",
-            "--redis_dedup",
-            "--no_summary",
-            f"--summary_json={summary}",
-        ]
-    )
-    with open(summary, encoding="utf-8") as handle:
-        out: Dict[str, Any] = json.load(handle)
-    conn = connect(warehouse).cursor()  # the run's own shared connection, still open in-process
-    try:
-        out["txn_ids"] = {
-            r[0] for r in conn.execute("SELECT transaction_id FROM payment_transactions").fetchall()
-        }
-        out["alert_ids"] = {r[0] for r in conn.execute("SELECT alert_id FROM fraud_alerts").fetchall()}
-    finally:
-        conn.close()
-    return out
-
-
-def _redis_alert_ids(client: redis.Redis, prefix: str) -> Set[str]:
-    return {decoded(f)["alert_id"] for _, f in client.xrange(AlertKeys(prefix).stream)}
-
-
-def test_redis_dedup_drops_payments_seen_in_an_earlier_run(
-    tmp_path: Any,
-    redis_server: RedisServer,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
-) -> None:
-    """Run 1 over a file; run 2 over the same payments re-sent (another file): nothing new is
-    written, every payment counts as a duplicate. Run 3 replays run 1's file itself: the
-    replayed records pass, so the velocity rule sees them again and the rows and alerts are
-    exactly run 1's (the idempotent sinks keep one copy)."""
-    tmp = str(tmp_path)
-    (tmp_path / "hmac.key").write_text("00" * 32 + "\n")
-    events = os.path.join(tmp, "events.jsonl")
-    _write_events(events, GeneratorConfig(num_events=600, accounts=120, seed=7, include_oversized=False))
-    resent = os.path.join(tmp, "resent.jsonl")
-    shutil.copy(events, resent)
-    client = redis_server.client()
-
-    first = _run(tmp, "first", events, redis_prefix, redis_server.url)
-    assert first["txn_ids"] and first["alert_ids"]
-    assert first["rows_written"]["payment_transactions"] == len(first["txn_ids"])
-    txn_keys = list(client.scan_iter(match=f"{redis_prefix}txn:*", count=1000))
-    assert len(txn_keys) == len(first["txn_ids"])
-    # --redis_url also sent the alerts to Redis: the same ones as the warehouse
-    assert _redis_alert_ids(client, redis_prefix) == first["alert_ids"]
-    assert first["rows_written"]["redis_alerts"] == len(first["alert_ids"])
-
-    second = _run(tmp, "second", resent, redis_prefix, redis_server.url)
-    assert second["payments_valid"] == first["payments_valid"]
-    assert second["txn_ids"] == set() and second["alert_ids"] == set()
-    assert "payment_transactions" not in second["rows_written"]
-    # the in-pipeline duplicates as in run 1, plus every unique payment, now from Redis
-    assert second["duplicates_dropped"] == first["duplicates_dropped"] + len(first["txn_ids"])
-
-    third = _run(tmp, "third", events, redis_prefix, redis_server.url)
-    assert third["txn_ids"] == first["txn_ids"]
-    assert third["alert_ids"] == first["alert_ids"]
-    assert third["duplicates_dropped"] == first["duplicates_dropped"]
-    assert _redis_alert_ids(client, redis_prefix) == first["alert_ids"]  # no second stream entry
-    assert client.xlen(AlertKeys(redis_prefix).stream) == len(first["alert_ids"])
-    client.close()

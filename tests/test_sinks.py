@@ -23,7 +23,6 @@ from test_accounts import txn
 import transforms.sinks.duckdb_warehouse as duckdb_sink
 from schemas.records import DeadLetter, EnrichedTransaction
 from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
-from transforms.redis_client import BatchedRedisFn
 from transforms.sinks import WAREHOUSES, Sink, open_warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,16 +55,6 @@ def test_no_module_reads_a_warehouse_url_by_its_prefix() -> None:
                     prefixes = [a.value for a in node.args if isinstance(a, ast.Constant) and a.value in own]
                     found += [f"{where}:{node.lineno} {p}" for p in prefixes if own[p] != where]
     assert found == []
-
-
-def test_both_redis_steps_use_the_one_redis_client() -> None:
-    from transforms.redis_dedup import _RedisDedupFn
-    from transforms.sinks.redis_alerts import _WriteAlertsFn
-
-    assert issubclass(_WriteAlertsFn, BatchedRedisFn) and issubclass(_RedisDedupFn, BatchedRedisFn)
-    dedup = ast.parse((ROOT / "transforms" / "redis_dedup.py").read_text(encoding="utf-8"))
-    modules = {n.module for n in ast.walk(dedup) if isinstance(n, ast.ImportFrom)}
-    assert not any(m and m.startswith("transforms.sinks") for m in modules)  # a step, not a sink
 
 
 def _payment(i: int, at_us: int) -> EnrichedTransaction:

@@ -129,3 +129,31 @@ def test_the_cache_weighs_ledger_entries_and_tokens_without_objsize(monkeypatch:
     assert weigh([(123, 4)]) == 64 + 120
     assert not calls
     assert weigh(["something else"]) == 1 and calls  # anything else: Beam's own weigher
+
+
+def test_a_ledger_written_before_the_kernels_moved_reads_back() -> None:
+    """Checkpoints hold books pickled under their modules of the time (``transforms.accounts``,
+    ``transforms.enrich``; the id check's ``IdBook``, whose state ``SeenIds`` keeps)."""
+    from kernels.books import AccountBook, SeenIds
+    from kernels.features import AccountHistory
+
+    book = AccountBook()
+    book.ids.check("t1", "fp", 5, 10)
+    book.history.last_event_time_us = 5
+    ids = SeenIds()
+    ids.check("t1", "acct-1", 5, 10)
+    old = pickle.dumps((0, {"acct-1": book, "ids": ids}), protocol=2)
+    for new_name, old_name in (
+        (b"kernels.books\nAccountBook", b"transforms.accounts\nAccountBook"),
+        (b"kernels.books\nSeenIds", b"transforms.accounts\nIdBook"),
+        (b"kernels.features\nAccountHistory", b"transforms.enrich\nAccountHistory"),
+    ):
+        assert new_name in old
+        old = old.replace(new_name, old_name)
+    log, token = _Bag(), _Value()
+    log.items.append(old)
+    token.value = (1, 1)
+    value, _ = _Ledger("test-moved", _apply).read("k", token, log)
+    assert type(value["acct-1"]) is AccountBook and type(value["ids"]) is SeenIds
+    assert type(value["acct-1"].history) is AccountHistory
+    assert value["acct-1"].ids.seen == {"t1": ("fp", 5)} and value["ids"].seen == {"t1": ("acct-1", 5)}

@@ -1,4 +1,4 @@
-"""VelocityFraud: window arithmetic, the burst rule, and event-time scenarios.
+"""The velocity rule: window arithmetic, the burst rule, and ``VelocityAlerts`` alone.
 
 Times are seconds after T0 = 2026-11-24T10:00:00Z; windows are 60 s sliding
 by 5 s, threshold 3, allowed lateness 10 s unless a case says otherwise.
@@ -6,7 +6,7 @@ by 5 s, threshold 3, allowed lateness 10 s unless a case says otherwise.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import apache_beam as beam
 import pytest
@@ -17,8 +17,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from kernels.velocity import VelocityRule, window_starts
 from schemas.records import FraudAlert, MaskedTransaction, SourceRef
-from transforms.velocity import BurstTracker, VelocityFraud, VelocityRule, WindowCount, window_starts
+from transforms.velocity import VelocityAlerts
 
 T0 = 1_795_514_400  # seconds; a multiple of 60
 US = 1_000_000
@@ -61,23 +62,15 @@ def test_window_starts_match_beam() -> None:
         assert len(beam_starts) == 12
 
 
-def _panes(times: Sequence[float], account: str = "a") -> List[WindowCount]:
-    """Final panes of every window touched by ``times`` (what a batch run delivers)."""
-    refs = sorted((int((T0 + t) * US), f"{account}-{i}") for i, t in enumerate(times))
-    starts = sorted({s for at, _ in refs for s in window_starts(at, RULE.size_us, RULE.period_us)})
-    panes = []
-    for s in starts:
-        inside = [r for r in refs if s <= r[0] < s + RULE.size_us]
-        panes.append(WindowCount(s, s + RULE.size_us, len(inside), tuple(inside[: RULE.threshold])))
-    return panes
-
-
-def _alerts_for(times: Sequence[float], order: Optional[Iterable[int]] = None) -> List[FraudAlert]:
-    tracker = BurstTracker()
-    panes = _panes(times)
-    for i in order if order is not None else range(len(panes)):
-        tracker.observe(panes[i])
-    alerts, _ = tracker.evaluate("a", RULE, 2**62)
+def _alerts_for(times: Sequence[float], rule: VelocityRule = RULE) -> List[FraudAlert]:
+    """The rule's alerts for one account's payments, in the order given."""
+    state, clock, alerts = rule.new_state(), -(2**62), []
+    for i, t in enumerate(times):
+        payment = txn("a", t, i)
+        alert = rule.observe(state, payment, clock)
+        clock = max(clock, payment.event_time_us)
+        if alert is not None:
+            alerts.append(alert)
     return alerts
 
 
@@ -107,40 +100,21 @@ def test_burst_rule(times: List[float], n_alerts: int) -> None:
     assert len(_alerts_for(times)) == n_alerts
 
 
-def test_alert_id_does_not_depend_on_pane_order() -> None:
-    times = [0, 3, 7, 11, 50]
-    n = len(_panes(times))
-    ids = {
-        tuple(a.alert_id for a in _alerts_for(times, order))
-        for order in (
-            range(n),
-            reversed(range(n)),
-            [i for i in range(n) if i % 2] + [i for i in range(n) if not i % 2],
-        )
-    }
-    assert len(ids) == 1 and len(next(iter(ids))) == 1
-
-
 def test_alert_content() -> None:
+    """Raised at once on the crossing payment; a fourth payment extends the burst."""
     (alert,) = _alerts_for([0, 10, 20, 25])
     assert alert.transaction_ids == ("a-0", "a-1", "a-2")
     assert alert.crossing_txn_time_us == (T0 + 20) * US
     assert alert.first_txn_time_us == T0 * US
     assert alert.window_start_us == (T0 - 35) * US  # first window holding 0, 10 and 20
-    assert alert.matched_count == 4
+    assert alert.matched_count == 3
     assert alert.rule == "velocity:3 in 60s/5s"
 
 
-def test_waits_for_the_watermark_to_pass_the_crossing() -> None:
-    tracker = BurstTracker()
-    for pane in _panes([0, 10, 20]):
-        tracker.observe(pane)
-    alerts, due = tracker.evaluate("a", RULE, (T0 + 19) * US)
-    assert alerts == [] and due == (T0 + 20) * US
-    alerts, due = tracker.evaluate("a", RULE, (T0 + 20) * US)
-    assert len(alerts) == 1 and due is None
-    # judged once: nothing new on the next evaluation
-    assert tracker.evaluate("a", RULE, (T0 + 90) * US) == ([], None)
+def test_a_payment_behind_the_closed_windows_is_not_counted() -> None:
+    """Late = more than the window and the allowed lateness behind the account's latest."""
+    assert len(_alerts_for([200, 0, 10, 20])) == 0  # 0, 10, 20 arrive after 200: closed
+    assert len(_alerts_for([75, 20, 30])) == 1  # 20 and 30 are within the lateness of 75
 
 
 def test_rule_validation() -> None:
@@ -151,34 +125,29 @@ def test_rule_validation() -> None:
         dict(allowed_lateness_s=-1),
     ):
         with pytest.raises(ValueError):
-            VelocityFraud(**bad)  # type: ignore[arg-type]
+            VelocityRule(**bad)  # type: ignore[arg-type]
 
 
-# --- the composite in batch ---------------------------------------------------------------
+# --- VelocityAlerts alone, in batch and with TestStream --------------------------------------
 
 
-IMPLS = pytest.mark.parametrize("impl", ["windows", "state"])
-
-
-@IMPLS
-def test_batch_alerts(impl: str) -> None:
+def test_velocity_alerts_in_batch() -> None:
     txns = [txn("a", t, i) for i, t in enumerate([0, 10, 20, 300, 305, 310])] + [
         txn("b", t, i) for i, t in enumerate([0, 30, 61])
     ]
     with TestPipeline() as p:
         alerts = (
-            p
-            | beam.Create(txns)
-            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
-            | VelocityFraud(impl=impl)
-            | beam.Map(lambda a: (a.account_id, a.transaction_ids))
+            p | beam.Create(txns) | VelocityAlerts() | beam.Map(lambda a: (a.account_id, a.transaction_ids))
         )
         assert_that(alerts, equal_to([("a", ("a-0", "a-1", "a-2")), ("a", ("a-3", "a-4", "a-5"))]))
 
 
-def test_both_implementations_agree_on_simulated_traffic() -> None:
+def test_velocity_alerts_equal_the_account_books_on_simulated_traffic() -> None:
+    """The transform runs the same kernel as the engine's account books: the same alerts."""
+    from kernels.books import decide_in_order
+    from kernels.parse import ParseError, parse_payment
+    from kernels.rules import Rules
     from simulator.generator import GeneratorConfig, generate
-    from transforms.parse import ParseError, parse_payment
 
     records, truth = generate(GeneratorConfig(num_events=1500, accounts=200, seed=5))
     txns, seen = [], set()
@@ -192,33 +161,17 @@ def test_both_implementations_agree_on_simulated_traffic() -> None:
             txns.append(
                 txn(t.account_id, (t.event_time_us / US) - T0, i)._replace(transaction_id=t.transaction_id)
             )
-    assert truth.bursts
+    decided = decide_in_order([(t, t.transaction_id) for t in txns], Rules((RULE,)), 600 * US, 86_400 * US)
+    expected = [alert.alert_id for _, _, _, alerts in decided for alert in alerts]
+    assert len(expected) == len(truth.bursts)
     with TestPipeline() as p:
-        stamped = (
-            p | beam.Create(txns) | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
-        )
-        by_impl = {
-            impl: stamped
-            | f"Velocity-{impl}" >> VelocityFraud(impl=impl)
-            | f"Key-{impl}" >> beam.Map(lambda a: (a.alert_id, a))
-            for impl in ("windows", "state")
-        }
-        mismatches = (
-            by_impl
-            | beam.CoGroupByKey()
-            | beam.Filter(lambda kv: list(kv[1]["windows"]) != list(kv[1]["state"]))
-        )
-        assert_that(mismatches, equal_to([]), label="same-alerts")
-        accounts = by_impl["state"] | "Accounts" >> beam.Map(lambda kv: kv[1].account_id)
-        assert_that(accounts, equal_to([b.account_id for b in truth.bursts]), label="one-per-burst")
-
-
-# --- the composite in streaming, with TestStream ------------------------------------------
+        ids = p | beam.Create(txns) | VelocityAlerts(RULE) | beam.Map(lambda a: a.alert_id)
+        assert_that(ids, equal_to(expected))
 
 
 class _WithTimestamp(beam.DoFn):
     def process(self, alert, timestamp=beam.DoFn.TimestampParam):  # type: ignore[no-untyped-def]
-        yield (alert.account_id, alert.transaction_ids, alert.alert_id, timestamp.micros)
+        yield (alert.account_id, alert.transaction_ids, timestamp.micros)
 
 
 def _stream(events: List[Tuple[str, object]]) -> TestStream:
@@ -232,27 +185,6 @@ def _stream(events: List[Tuple[str, object]]) -> TestStream:
     return stream.advance_watermark_to_infinity()
 
 
-def _run_stream(
-    events: List[Tuple[str, object]],
-    expected: List[Tuple[str, Tuple[str, ...]]],
-    check_ts: bool = False,
-    impl: str = "windows",
-) -> None:
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=options) as p:
-        out = p | _stream(events) | VelocityFraud(impl=impl) | beam.ParDo(_WithTimestamp())
-        assert_that(out | "Strip" >> beam.Map(lambda a: (a[0], a[1])), equal_to(expected), label="alerts")
-        if check_ts:
-            # The alert is emitted when the watermark passes the crossing payment (early
-            # firing), not when a window closes: its timestamp is the crossing time.
-            assert_that(
-                out | "Ts" >> beam.Map(lambda a: a[3]),
-                equal_to([(T0 + 20) * US]),
-                label="emitted-at-crossing",
-            )
-
-
 START = [("watermark", -60)]
 
 
@@ -260,37 +192,19 @@ START = [("watermark", -60)]
     "events, expected",
     [
         pytest.param(
-            START
-            + [
-                ("add", txn("a", 0, 0)),
-                ("add", txn("a", 10, 1)),
-                ("add", txn("a", 20, 2)),
-                ("watermark", 21),
-            ],
-            [("a", ("a-0", "a-1", "a-2"))],
-            id="burst-inside-one-window",
+            START + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("add", txn("a", 20, 2))],
+            [("a", ("a-0", "a-1", "a-2"), (T0 + 20) * US)],
+            id="burst-inside-one-window-alerted-at-the-crossing",
         ),
         pytest.param(
-            START
-            + [
-                ("add", txn("a", 58, 0)),
-                ("add", txn("a", 62, 1)),
-                ("add", txn("a", 66, 2)),
-                ("watermark", 200),
-            ],
-            [("a", ("a-0", "a-1", "a-2"))],
+            START + [("add", txn("a", 58, 0)), ("add", txn("a", 62, 1)), ("add", txn("a", 66, 2))],
+            [("a", ("a-0", "a-1", "a-2"), (T0 + 66) * US)],
             id="burst-across-window-edge",
         ),
         pytest.param(
             START
-            + [
-                ("add", txn("a", 20, 2)),
-                ("add", txn("a", 0, 0)),
-                ("watermark", 5),
-                ("add", txn("a", 10, 1)),
-                ("watermark", 200),
-            ],
-            [("a", ("a-0", "a-1", "a-2"))],
+            + [("add", txn("a", 20, 2)), ("add", txn("a", 0, 0)), ("watermark", 5), ("add", txn("a", 10, 1))],
+            [("a", ("a-0", "a-1", "a-2"), (T0 + 10) * US)],
             id="out-of-order",
         ),
         pytest.param(
@@ -300,20 +214,14 @@ START = [("watermark", -60)]
                 ("add", txn("a", 10, 1)),
                 ("watermark", 65),
                 ("add", txn("a", 20, 2)),
-                ("watermark", 200),
             ],
-            [("a", ("a-0", "a-1", "a-2"))],
-            id="late-within-allowed-lateness",
+            [("a", ("a-0", "a-1", "a-2"), (T0 + 20) * US)],
+            id="the-watermark-does-not-close-an-account's-windows",
         ),
         pytest.param(
             START
-            + [
-                ("add", txn("a", 0, 0)),
-                ("add", txn("a", 10, 1)),
-                ("watermark", 200),
-                ("add", txn("a", 20, 2)),
-                ("watermark", 400),
-            ],
+            + [("add", txn("a", 0, 0)), ("add", txn("a", 10, 1)), ("add", txn("a", 200, 3))]
+            + [("watermark", 200), ("add", txn("a", 20, 2))],
             [],
             id="late-after-allowed-lateness",
         ),
@@ -321,58 +229,16 @@ START = [("watermark", -60)]
             START
             + [("add", txn("a", t, i)) for i, t in enumerate([0, 5, 10, 15, 20, 25])]
             + [("watermark", 26), ("add", txn("b", 30, 0)), ("watermark", 500)],
-            [("a", ("a-0", "a-1", "a-2"))],
+            [("a", ("a-0", "a-1", "a-2"), (T0 + 10) * US)],
             id="burst-of-six-one-alert",
         ),
     ],
 )
-@IMPLS
 def test_stream_scenarios(
-    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...]]], impl: str
+    events: List[Tuple[str, object]], expected: List[Tuple[str, Tuple[str, ...], int]]
 ) -> None:
-    _run_stream(events, expected, impl=impl)
-
-
-@IMPLS
-def test_stream_alert_fires_at_the_crossing_not_at_window_close(impl: str) -> None:
-    events = START + [
-        ("add", txn("a", 0, 0)),
-        ("add", txn("a", 10, 1)),
-        ("add", txn("a", 20, 2)),
-        ("watermark", 21),
-        ("add", txn("a", 40, 3)),
-        ("watermark", 300),
-    ]
-    _run_stream(events, [("a", ("a-0", "a-1", "a-2"))], check_ts=True, impl=impl)
-
-
-@IMPLS
-def test_stream_and_batch_give_the_same_alert_id(impl: str) -> None:
-    times = [0, 7, 13, 21]
-    batch_tracker = BurstTracker()
-    for pane in _panes(times):
-        batch_tracker.observe(pane)
-    (batch_alert,) = batch_tracker.evaluate("a", RULE, 2**62)[0]
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    events = (
-        START + [("add", txn("a", t, i)) for i, t in reversed(list(enumerate(times)))] + [("watermark", 300)]
-    )
     with TestPipeline(options=options) as p:
-        ids = p | _stream(events) | VelocityFraud(impl=impl) | beam.Map(lambda a: a.alert_id)
-        assert_that(ids, equal_to([batch_alert.alert_id]))
-
-
-@IMPLS
-def test_bursts_after_the_judging_horizon_are_left_for_the_next_run(impl: str) -> None:
-    """A bounded read that stops mid-stream judges only what a watermark would have passed."""
-    txns = [txn("a", t, i) for i, t in enumerate([0, 10, 20, 300, 305, 310])]
-    with TestPipeline() as p:
-        alerts = (
-            p
-            | beam.Create(txns)
-            | beam.Map(lambda t: TimestampedValue(t, Timestamp(micros=t.event_time_us)))
-            | VelocityFraud(impl=impl, judge_until_us=(T0 + 100) * US)
-            | beam.Map(lambda a: a.transaction_ids)
-        )
-        assert_that(alerts, equal_to([("a-0", "a-1", "a-2")]))
+        out = p | _stream(events) | VelocityAlerts() | beam.ParDo(_WithTimestamp())
+        assert_that(out, equal_to(expected))

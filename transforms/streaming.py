@@ -1,85 +1,71 @@
-"""The streaming driver: one stateful step per shard of accounts, deciding on arrival.
+"""The streaming driver: the shared steps with the books in keyed state, on arrival.
 
-    (payload, SourceRef)
-      -> ParseAndMask   parse_or_dead_letter, mask_transaction; keyed by a stable shard
-                        of the account                                     -> dead letters
-      -> Accounts       ``AccountBook.decide`` per payment: dedup, features, velocity,
-                        alert, all in ``process()``                        -> alerts,
-                                                                              dead letters
-      -> Ids            (``dedup_scope="global"``) ``IdBook`` per shard of transaction
-                        ids, on the rows: a payment whose id was stored for another
-                        account is a conflict, and its row is not written  -> dead letters
+    raw payloads
+      -> ParseAndMask   each payload parsed and masked as it comes; a bundle's payments
+                        leave as one list per key, a stable group of accounts
+                        (``account_keys``; 0: a key per account)         -> dead letters
+      -> Accounts       each payment decided by its account's book in ``process()``;
+                        the key's books kept as a ledger (``_Ledger``)   -> alerts,
+                                                                            dead letters
+      -> Ids            (``dedup_scope="global"``) one ``SeenIds`` per group of
+                        transaction ids, on the rows                     -> dead letters
       -> rows
 
-Masking happens before the first grouping, so no raw card number, email or phone crosses
-a shuffle or reaches runner state. Keys are ``shard_of(account, shards)``: a shard's
-books are kept as a ledger (``_Ledger``): a log of the books each bundle changed, read
-back only when this process has no current copy, so a bundle writes what it changed,
-not the whole shard. With ``shards=0`` each account is a key of its own (more state
-requests per bundle; ``bench/streaming.py`` measured both).
+The step bodies are the batch driver's (``transforms/steps.py``). A key's books are kept
+as a ledger: a log of the books each bundle changed, read back only when this process
+has no current copy, so a bundle writes what it changed, not the whole group.
 
 Order: an account's payments reach its step in the order of their Kafka partition: the
 source's subtask for that partition parses them and sends them down one channel. The id
 check comes after the account step, not before it: between two keyed steps an account's
-payments would travel through different subtasks (one per id shard) and lose that
+payments would travel through different subtasks (one per id group) and lose that
 order. The price: a copy sent with another account has been counted in that account's
 features and windows before its row is refused.
 
-Between steps a bundle's payments travel as one list per key (``_Lists``).
-
 Expiry needs no timer per payment: each key has one event-time timer, set when its
 state is created and moved forward when it fires, that drops the books whose account
-has been idle past ``AccountBook.idle_after_us`` (and prunes the id shards) and is set
+has been idle past ``AccountBook.idle_after_us`` (and prunes the id groups) and is set
 again for the latest of the books it kept.
 
-What a runner does with this: see "Streaming on Flink" in the README.
+What a runner does with this: docs/performance.md, "Streaming on Flink".
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
-from transforms import telemetry
-from transforms.accounts import (
-    DEDUP_SCOPES,
-    DUPLICATE,
-    NEW,
-    AccountBook,
-    IdBook,
-    Pending,
-    check_ids,
-    conflict_letter,
-    count_decided,
-    count_stored,
+from kernels.books import AccountBook, Pending, SeenIds, decide_each
+from kernels.parse import RawPayload
+from kernels.rules import Rules
+from schemas.records import EnrichedTransaction
+from transforms.lists import RecordList, group_of
+from transforms.steps import (
+    ALERTS_TAG,
+    DEAD_LETTER_TAG,
+    DecideCounts,
+    EngineSettings,
+    ParseStepFn,
+    PaymentsDriver,
+    checked_ids,
+    decided_outputs,
 )
-from transforms.batching import DEFAULT_SHARDS, ShardRecords, shard_of
-from transforms.deadletter import DEAD_LETTER_TAG
-from transforms.masking import MaskPII, mask_transaction
-from transforms.parse import ParseCounts, RawPayload, parse_or_dead_letter, payload_size
-from transforms.rules import Rule, Rules, as_rules, kind_of
 
-__all__ = ["StreamingOutputs", "StreamingPayments"]
+__all__ = ["StreamingPayments"]
 
-ALERTS_TAG = "alerts"
 _US = 1_000_000
-
-
-class StreamingOutputs(NamedTuple):
-    transactions: beam.PCollection[EnrichedTransaction]
-    alerts: beam.PCollection[FraudAlert]
-    dead_letters: beam.PCollection[DeadLetter]
 
 
 class Books(dict):
@@ -131,6 +117,19 @@ COMPACT_AFTER = 32
 _CURRENT: Dict[Tuple[str, Any], Tuple[int, Any]] = {}
 
 
+class _Unpickler(pickle.Unpickler):
+    """Reads ledgers written before the kernels moved out of ``transforms`` too."""
+
+    _MOVED = {
+        ("transforms.accounts", "AccountBook"): ("kernels.books", "AccountBook"),
+        ("transforms.accounts", "IdBook"): ("kernels.books", "SeenIds"),  # same state
+        ("transforms.enrich", "AccountHistory"): ("kernels.features", "AccountHistory"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(*self._MOVED.get((module, name), (module, name)))
+
+
 class _Ledger:
     """A key's state value kept as a log of changes, read through this process's own copy.
 
@@ -165,7 +164,7 @@ class _Ledger:
             return kept[1], token
         value = None
         for blob in log_state.read():
-            kind, body = pickle.loads(blob)
+            kind, body = _Unpickler(io.BytesIO(blob)).load()
             if kind == _FULL:
                 value = body
             else:
@@ -204,24 +203,24 @@ def _apply_books(books: Any, changes: Dict[str, AccountBook]) -> None:
     books.update(changes)
 
 
-def _apply_ids(book: IdBook, changes: Tuple[Dict[str, Tuple[str, int]], int]) -> None:
+def _apply_ids(ids: SeenIds, changes: Tuple[Dict[str, Tuple[str, int]], int]) -> None:
     seen, clock_us = changes
-    book.seen.update(seen)
-    book.clock_us = max(book.clock_us, clock_us)
+    ids.seen.update(seen)
+    ids.clock_us = max(ids.clock_us, clock_us)
 
 
 _BOOKS_LEDGER = _Ledger("accounts", _apply_books)
 _IDS_LEDGER = _Ledger("ids", _apply_ids)
 
 
-def _key(value: str, shards: int) -> Any:
-    return shard_of(value, shards) if shards else value
+def _key(value: str, keys: int) -> Any:
+    return group_of(value, keys) if keys else value
 
 
 class _Lists:
     """A bundle's payments, one list per key, and the earliest timestamp among its inputs.
 
-    Between two steps, a bundle's payments travel as one ``(key, ShardRecords)`` element
+    Between two steps, a bundle's payments travel as one ``(key, RecordList)`` element
     per key, emitted when the bundle finishes: the runner then moves, encodes and keys
     tens of elements per bundle instead of one per payment (on Flink the JVM's side of
     each element cost more than our Python, ``bench/streaming.py``). A key's list keeps
@@ -232,13 +231,13 @@ class _Lists:
     __slots__ = ("lists", "earliest")
 
     def __init__(self) -> None:
-        self.lists: Dict[Any, ShardRecords] = {}
+        self.lists: Dict[Any, RecordList] = {}
         self.earliest: Optional[Timestamp] = None
 
     def add(self, key: Any, item: Any, timestamp: Timestamp) -> None:
         part = self.lists.get(key)
         if part is None:
-            part = self.lists[key] = ShardRecords()
+            part = self.lists[key] = RecordList()
         part.append(item)
         if self.earliest is None or timestamp < self.earliest:
             self.earliest = timestamp
@@ -252,93 +251,23 @@ class _Lists:
         self.earliest = None
 
 
-class _ParseAndMaskFn(beam.DoFn):
-    def __init__(self, mask: MaskPII, max_future_skew_s: float, shards: int) -> None:
-        self._mask = mask.tokenizer_fn()
-        self._max_future_skew_us = int(max_future_skew_s * _US)
-        self._shards = shards
-        self._counts = ParseCounts()
-        self._sizes: list = []
-
-    def setup(self) -> None:
-        self._mask.setup()
+class _ParseAndMaskFn(ParseStepFn):
+    """Each payload parsed and masked as it comes; lists by account key leave at the bundle's end."""
 
     def start_bundle(self) -> None:
-        self._counts = ParseCounts()
-        self._sizes = []
         self._out = _Lists()
 
     def process(self, element: RawPayload, timestamp: Any = beam.DoFn.TimestampParam) -> Iterable[Any]:
         raw, source = element
-        self._sizes.append(payload_size(raw))
-        result = parse_or_dead_letter(raw, source, int(time.time() * _US), self._max_future_skew_us)
-        if not isinstance(result, Transaction):
-            self._counts.add(1, 0)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
-            return
-        self._counts.add(1, 1)
-        masked = mask_transaction(result, self._mask.tokenizer())
-        self._out.add(_key(result.account_id, self._shards), Pending(masked, result.fingerprint), timestamp)
+        out = self._body.parse(raw, source, int(time.time() * _US))
+        if type(out) is Pending:
+            self._out.add(_key(out.txn.account_id, self._groups), out, timestamp)
+        else:
+            yield TaggedOutput(DEAD_LETTER_TAG, out)
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
-        self._counts.flush()
-        telemetry.observe_many("payload_bytes", self._sizes)
-        self._sizes = []
+        self._body.finish()
         yield from self._out.drain()
-
-
-class _IdsFn(beam.DoFn):
-    """Global dedup, on the rows: one ``IdBook`` per shard of transaction ids."""
-
-    LOG, TOKEN = _Ledger.LOG, _Ledger.TOKEN
-    EXPIRY = TimerSpec("ids_expiry", TimeDomain.WATERMARK)
-
-    def __init__(self, horizon_s: float) -> None:
-        self._horizon_us = int(horizon_s * _US)
-
-    def setup(self) -> None:
-        _weigh_state_cheaply()
-
-    def process(
-        self,
-        element: Tuple[Any, List[EnrichedTransaction]],
-        log: Any = beam.DoFn.StateParam(LOG),
-        token_state: Any = beam.DoFn.StateParam(TOKEN),
-        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
-    ) -> Iterable[Any]:
-        key = element[0]
-        book, token = _IDS_LEDGER.read(key, token_state, log)
-        if book is None:
-            book = IdBook()
-            expiry.set(Timestamp(micros=element[1][0].txn.event_time_us + self._horizon_us))
-        new, again, conflicts, rows = check_ids(book, element[1], self._horizon_us)
-        seen = book.seen
-        changes = ({r.txn.transaction_id: seen[r.txn.transaction_id] for r in rows}, book.clock_us)
-        _IDS_LEDGER.write(key, book, changes, token, token_state, log)
-        yield from rows
-        for row in conflicts:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
-        count_stored(new, again, len(conflicts))
-
-    @on_timer(EXPIRY)
-    def expire(
-        self,
-        key: Any = beam.DoFn.KeyParam,
-        fired_at: Any = beam.DoFn.TimestampParam,
-        log: Any = beam.DoFn.StateParam(LOG),
-        token_state: Any = beam.DoFn.StateParam(TOKEN),
-        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
-    ) -> None:
-        book, token = _IDS_LEDGER.read(key, token_state, log)
-        if book is None:
-            return
-        book.clock_us = max(book.clock_us, fired_at.micros)
-        book.prune(self._horizon_us)
-        if book.seen:
-            _IDS_LEDGER.write(key, book, None, token, token_state, log)  # pruned: written whole
-            expiry.set(Timestamp(micros=book.clock_us + self._horizon_us))
-        else:
-            _IDS_LEDGER.clear(key, token_state, log)
 
 
 class _AccountsFn(beam.DoFn):
@@ -347,65 +276,55 @@ class _AccountsFn(beam.DoFn):
     LOG, TOKEN = _Ledger.LOG, _Ledger.TOKEN
     EXPIRY = TimerSpec("accounts_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, rules: Rules, horizon_s: float, history_ttl_s: float, id_shards: int) -> None:
+    def __init__(self, rules: Rules, settings: EngineSettings) -> None:
         self._rules = rules
-        self._horizon_us = int(horizon_s * _US)
-        self._ttl_us = int(history_ttl_s * _US)
-        self._id_shards = id_shards  # > 0: rows go on to the id check, in lists by id shard
-        self._counts: List[Any] = [0, 0, 0, {}]  # new, duplicates, conflicts, alerts by rule kind
+        self._settings = settings
+        # > 0: rows go on to the id check, in lists by id group
+        self._id_groups = settings.id_keys if settings.check_ids else 0
 
     def setup(self) -> None:
         _weigh_state_cheaply()
 
     def start_bundle(self) -> None:
-        self._counts = [0, 0, 0, {}]
+        self._counts = DecideCounts()
         self._rows = _Lists()
 
     def process(
         self,
-        element: Tuple[Any, List[Tuple[MaskedTransaction, str]]],
+        element: Tuple[Any, List[Pending]],
         timestamp: Any = beam.DoFn.TimestampParam,
         log: Any = beam.DoFn.StateParam(LOG),
         token_state: Any = beam.DoFn.StateParam(TOKEN),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[Any]:
-        id_shards, rows = self._id_shards, self._rows
         key = element[0]
         books, token = _BOOKS_LEDGER.read(key, token_state, log)
         fresh = books is None
         if books is None:
             books = Books()
         changed = Books()
-        rules, horizon, ttl, counts = self._rules, self._horizon_us, self._ttl_us, self._counts
-        book = None
-        for txn, fingerprint in element[1]:
-            book = books.get(txn.account_id)
-            if book is None:
-                book = books[txn.account_id] = AccountBook()
-            changed[txn.account_id] = book
-            verdict, row, alerts = book.decide_all(txn, fingerprint, rules, horizon, ttl)
-            if verdict is NEW:
-                counts[0] += 1
-                if id_shards:
-                    rows.add(shard_of(txn.transaction_id, id_shards), row, timestamp)
-                else:
-                    yield row
-                for alert in alerts:
-                    kind = kind_of(alert)
-                    counts[3][kind] = counts[3].get(kind, 0) + 1
-                    yield beam.pvalue.TaggedOutput(ALERTS_TAG, alert)
-            elif verdict is DUPLICATE:
-                counts[1] += 1
+        id_groups, rows = self._id_groups, self._rows
+        settings = self._settings
+        decided = decide_each(
+            books, element[1], self._rules, settings.horizon_us, settings.history_ttl_us, changed
+        )
+        for out in decided_outputs(decided, self._counts):
+            if type(out) is TaggedOutput:
+                yield out
+            elif id_groups:
+                rows.add(group_of(out.txn.transaction_id, id_groups), out, timestamp)
             else:
-                counts[2] += 1
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
-        if fresh and book is not None:
-            expiry.set(Timestamp(micros=book.idle_after_us(horizon, ttl, rules)))
+                yield out
+        if fresh and changed:
+            expiry.set(Timestamp(micros=self._idle_after(books[element[1][-1].txn.account_id])))
         _BOOKS_LEDGER.write(key, books, changed, token, token_state, log)
 
+    def _idle_after(self, book: AccountBook) -> int:
+        settings = self._settings
+        return book.idle_after_us(settings.horizon_us, settings.history_ttl_us, self._rules)
+
     def finish_bundle(self) -> Iterable[WindowedValue]:
-        count_decided(*self._counts)
-        self._counts = [0, 0, 0, {}]
+        self._counts.flush()
         yield from self._rows.drain()
 
     @on_timer(EXPIRY)
@@ -421,8 +340,7 @@ class _AccountsFn(beam.DoFn):
         if books is None:
             return
         now = fired_at.micros
-        rules, horizon, ttl = self._rules, self._horizon_us, self._ttl_us
-        idle = {a: b.idle_after_us(horizon, ttl, rules) for a, b in books.items()}
+        idle = {a: self._idle_after(b) for a, b in books.items()}
         kept = Books((a, b) for a, b in books.items() if idle[a] > now)
         if kept:
             _BOOKS_LEDGER.write(key, kept, None, token, token_state, log)  # pruned: written whole
@@ -433,58 +351,77 @@ class _AccountsFn(beam.DoFn):
             _BOOKS_LEDGER.clear(key, token_state, log)
 
 
-class StreamingPayments(beam.PTransform):
-    """Raw payloads (a stream) -> rows, alerts, dead letters, each decided on arrival."""
+class _IdsFn(beam.DoFn):
+    """The id check, on the rows: one ``SeenIds`` per group of transaction ids."""
 
-    def __init__(
+    LOG, TOKEN = _Ledger.LOG, _Ledger.TOKEN
+    EXPIRY = TimerSpec("ids_expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon_us: int) -> None:
+        self._horizon_us = horizon_us
+
+    def setup(self) -> None:
+        _weigh_state_cheaply()
+
+    def process(
         self,
-        rules: Union[Rule, Rules],
-        key: Optional[bytes] = None,
-        key_path: Optional[str] = None,
-        check_key: bool = True,
-        max_future_skew_s: float = 300.0,
-        horizon_s: float = 600.0,
-        history_ttl_s: float = 86_400.0,
-        shards: int = DEFAULT_SHARDS,
-        dedup_scope: str = "global",
-        label: Optional[str] = None,
-    ) -> None:
-        super().__init__(label)
-        if shards < 0:
-            raise ValueError("shards must be >= 0 (0: a key per account)")
-        if dedup_scope not in DEDUP_SCOPES:
-            raise ValueError(f"dedup_scope must be one of {DEDUP_SCOPES}, not {dedup_scope!r}")
-        if horizon_s <= 0 or history_ttl_s <= 0:
-            raise ValueError("horizon_s and history_ttl_s must be > 0")
-        self._mask = MaskPII(key=key, key_path=key_path, check_key=check_key)
-        self._rules = as_rules(rules)
-        self._max_future_skew_s = max_future_skew_s
-        self._horizon_s = horizon_s
-        self._ttl_s = history_ttl_s
-        self._shards = shards
-        self._global = dedup_scope == "global"
+        element: Tuple[Any, List[EnrichedTransaction]],
+        log: Any = beam.DoFn.StateParam(LOG),
+        token_state: Any = beam.DoFn.StateParam(TOKEN),
+        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
+    ) -> Iterable[Any]:
+        key = element[0]
+        ids, token = _IDS_LEDGER.read(key, token_state, log)
+        if ids is None:
+            ids = SeenIds()
+            expiry.set(Timestamp(micros=element[1][0].txn.event_time_us + self._horizon_us))
+        seen, stored = ids.seen, {}
+        for out in checked_ids(ids, element[1], self._horizon_us):
+            if type(out) is not TaggedOutput:
+                stored[out.txn.transaction_id] = seen[out.txn.transaction_id]
+            yield out
+        changes = (stored, ids.clock_us)
+        _IDS_LEDGER.write(key, ids, changes, token, token_state, log)
 
-    def expand(self, raw: beam.PCollection[RawPayload]) -> StreamingOutputs:  # type: ignore[override]
-        lists = beam.typehints.Tuple[Any, ShardRecords]
-        parsed = raw | "ParseAndMask" >> beam.ParDo(
-            _ParseAndMaskFn(self._mask, self._max_future_skew_s, self._shards)
-        ).with_outputs(DEAD_LETTER_TAG, main="masked")
-        parsed.masked.element_type = lists
-        id_shards = (self._shards or DEFAULT_SHARDS) if self._global else 0
-        decided = parsed.masked | "Accounts" >> beam.ParDo(
-            _AccountsFn(self._rules, self._horizon_s, self._ttl_s, id_shards)
-        ).with_outputs(DEAD_LETTER_TAG, ALERTS_TAG, main="transactions")
-        dead = [parsed[DEAD_LETTER_TAG], decided[DEAD_LETTER_TAG]]
-        rows = decided.transactions
-        if self._global:
-            rows.element_type = lists
-            checked = rows | "Ids" >> beam.ParDo(_IdsFn(self._horizon_s)).with_outputs(
-                DEAD_LETTER_TAG, main="stored"
-            )
-            dead.append(checked[DEAD_LETTER_TAG])
-            rows = checked.stored
-        return StreamingOutputs(
-            transactions=rows,
-            alerts=decided[ALERTS_TAG],
-            dead_letters=tuple(dead) | "DeadLetters" >> beam.Flatten(),
-        )
+    @on_timer(EXPIRY)
+    def expire(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        fired_at: Any = beam.DoFn.TimestampParam,
+        log: Any = beam.DoFn.StateParam(LOG),
+        token_state: Any = beam.DoFn.StateParam(TOKEN),
+        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
+    ) -> None:
+        ids, token = _IDS_LEDGER.read(key, token_state, log)
+        if ids is None:
+            return
+        ids.clock_us = max(ids.clock_us, fired_at.micros)
+        ids.prune(self._horizon_us)
+        if ids.seen:
+            _IDS_LEDGER.write(key, ids, None, token, token_state, log)  # pruned: written whole
+            expiry.set(Timestamp(micros=ids.clock_us + self._horizon_us))
+        else:
+            _IDS_LEDGER.clear(key, token_state, log)
+
+
+class StreamingPayments(PaymentsDriver):
+    """Raw payloads (a stream) -> rows, alerts, dead letters, each decided on arrival.
+
+    Arguments as ``PaymentsDriver``'s (``transforms/steps.py``); ``settings.account_keys``
+    is how many keys the accounts are spread over (0: a key per account).
+    """
+
+    def list_type(self) -> Any:
+        return beam.typehints.Tuple[Any, RecordList]
+
+    def parse_step(self) -> beam.PTransform:
+        settings = self._settings
+        fn = _ParseAndMaskFn(self._keys, settings.max_future_skew_s, settings.account_keys)
+        return beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="masked")
+
+    def accounts_step(self) -> beam.PTransform:
+        fn = _AccountsFn(self._rules, self._settings)
+        return beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, ALERTS_TAG, main="transactions")
+
+    def ids_step(self) -> beam.PTransform:
+        return beam.ParDo(_IdsFn(self._settings.horizon_us)).with_outputs(DEAD_LETTER_TAG, main="stored")

@@ -50,11 +50,11 @@ from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, Wr
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.transforms.util import ReshufflePerKey
 
+from kernels.masking import mask_text, masked_payload_text
 from schemas.records import DeadLetter, SourceRef
 from schemas.rows import ALERTS, DEAD_LETTERS, ROW_OF, TRANSACTIONS, dead_letter_row, rfc3339_to_us
 from schemas.tables import TABLES, bq_schema
 from transforms import telemetry
-from transforms.masking import mask_text, masked_payload_text
 from transforms.sinks import Sink, Warehouse, record_write
 
 __all__ = [

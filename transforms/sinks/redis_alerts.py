@@ -48,7 +48,8 @@ import apache_beam as beam
 from schemas.records import FraudAlert
 from schemas.rows import ALERTS, alert_row
 from transforms import telemetry
-from transforms.redis_client import (
+from transforms.sinks import Sink, record_write
+from transforms.sinks.redis_client import (
     DEFAULT_RETRY_BUDGET_S,
     FATAL_ERRORS,
     RETRYABLE_ERRORS,
@@ -57,7 +58,6 @@ from transforms.redis_client import (
     backoff_delays,
     call_with_backoff,
 )
-from transforms.sinks import Sink, record_write
 
 __all__ = [
     "ALERT_SCRIPT",

@@ -26,7 +26,7 @@ variable "tier" {
 }
 
 variable "memory_size_gb" {
-  description = "Memory of the instance in GiB (fraud alerts, their stream, and transaction ids for --redis_dedup)."
+  description = "Memory of the instance in GiB (fraud alerts, their stream,)."
   type        = number
   default     = 1
 

@@ -1,10 +1,9 @@
 """Parse and validate raw payment payloads.
 
 ``parse_payment`` is a plain function: bytes in, a ``Transaction`` out, or a
-``ParseError`` carrying an error class. ``ParseTransactions`` wraps it: valid
-payments on the main output (timestamped with their event time), everything
-else on the ``dead_letter`` output with a masked copy of the payload. The
-CVV is read only to validate it and is dropped here.
+``ParseError`` carrying an error class. ``parse_or_dead_letter`` never raises: it gives
+the payment or its dead letter, with a masked copy of the payload. The CVV is read only
+to validate it and is dropped here.
 """
 
 from __future__ import annotations
@@ -14,31 +13,22 @@ import json
 import logging
 import operator
 import re
-import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
-import apache_beam as beam
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
-
+from kernels.codes import ISO_3166_ALPHA2, ISO_4217
+from kernels.deadletter import make_dead_letter
+from kernels.masking import masked_payload_text
 from schemas.payment import MAX_PAYLOAD_BYTES, REQUIRED_FIELDS
 from schemas.payment import luhn_checksum_ok as luhn_valid
 from schemas.records import DeadLetter, SourceRef, Transaction
-from transforms import telemetry
-from transforms.codes import ISO_3166_ALPHA2, ISO_4217
-from transforms.deadletter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.masking import masked_payload_text
-from transforms.progress import bump
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "REQUIRED_FIELDS",
     "ParseError",
-    "ParseTransactions",
     "RawPayload",
-    "ParseCounts",
     "luhn_valid",
     "parse_amount_minor",
     "parse_or_dead_letter",
@@ -530,19 +520,10 @@ def _checked_payment(
     )
 
 
-# Payloads between updates of the read and valid counters: per bundle, not per payment,
-# yet often enough that live metrics move while a large bundle runs.
-_COUNT_EVERY = 1000
-
-
 def parse_or_dead_letter(
     raw: bytes, source: SourceRef, now_us: int, max_future_skew_us: int
 ) -> Union[Transaction, DeadLetter]:
-    """The payment of one payload, or its dead letter (counted): never an exception.
-
-    What ``ParseTransactions`` emits for a payload, and the batch driver too
-    (``transforms/bounded.py``). The callers observe ``payload_size`` of each.
-    """
+    """The payment of one payload, or its dead letter: never an exception."""
     try:
         return parse_payment(raw, source, now_us, max_future_skew_us)
     except ParseError as err:
@@ -562,85 +543,4 @@ def payload_size(raw: Any) -> int:
 def _dead_letter(
     reason: str, message: str, raw: bytes, source: SourceRef, txn_id: Optional[str]
 ) -> DeadLetter:
-    telemetry.count("dead_letters", stage="parse", reason=reason)
     return make_dead_letter("parse", reason, message, source, masked_payload_text(raw), txn_id)
-
-
-class ParseCounts:
-    """The read and valid counters, added every ``_COUNT_EVERY`` payloads and at ``flush()``:
-    per bundle, not per payment, yet often enough that live metrics move in a large bundle."""
-
-    __slots__ = ("read", "valid")
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.valid = 0
-
-    def add(self, read: int, valid: int) -> None:
-        self.read += read
-        self.valid += valid
-        if self.read >= _COUNT_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.read:
-            telemetry.count("payments_in", self.read)
-            bump("read", self.read)
-        if self.valid:
-            telemetry.count("payments_valid", self.valid)
-        self.read = 0
-        self.valid = 0
-
-
-class _ParseFn(beam.DoFn):
-    def __init__(self, max_future_skew_s: float, stamp_event_time: bool = True) -> None:
-        self._max_future_skew_us = int(max_future_skew_s * 1_000_000)
-        self._stamp_event_time = stamp_event_time
-        self._counts = ParseCounts()
-
-    def start_bundle(self) -> None:
-        self._counts = ParseCounts()
-
-    def process(
-        self, element: RawPayload
-    ) -> Iterable[Union[Transaction, TimestampedValue, beam.pvalue.TaggedOutput]]:
-        raw, source = element
-        telemetry.observe("payload_bytes", payload_size(raw))
-        result = parse_or_dead_letter(raw, source, int(time.time() * 1_000_000), self._max_future_skew_us)
-        if not isinstance(result, Transaction):
-            self._counts.add(1, 0)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
-            return
-        self._counts.add(1, 1)
-        if self._stamp_event_time:
-            yield TimestampedValue(result, Timestamp(micros=result.event_time_us))
-        else:
-            yield result
-
-    def finish_bundle(self) -> None:
-        self._counts.flush()
-
-
-class ParseTransactions(beam.PTransform):
-    """``(bytes, SourceRef)`` -> ``Transaction`` (main) and ``DeadLetter`` (``dead_letter``).
-
-    Valid payments carry their event time as the element timestamp, unless
-    ``stamp_event_time`` is false: for a batch run whose keyed steps take their
-    batch paths, which group the whole input and never read it (see "Timestamps"
-    in ``transforms/batching.py``). Beam assigns the window of every re-stamped
-    element again: after the parsing itself, the costliest part of this step.
-    """
-
-    def __init__(
-        self, max_future_skew_s: float = 300.0, stamp_event_time: bool = True, label: Optional[str] = None
-    ) -> None:
-        super().__init__(label)
-        if max_future_skew_s < 0:
-            raise ValueError("max_future_skew_s must be >= 0")
-        self._max_future_skew_s = max_future_skew_s
-        self._stamp_event_time = stamp_event_time
-
-    def expand(self, pcoll: beam.PCollection[RawPayload]) -> beam.pvalue.DoOutputsTuple:
-        return pcoll | "Validate" >> beam.ParDo(
-            _ParseFn(self._max_future_skew_s, self._stamp_event_time)
-        ).with_outputs(DEAD_LETTER_TAG, main="transactions")

@@ -1,4 +1,4 @@
-"""One Redis client for both Redis steps: where Redis is, how a call is retried, and a
+"""The Redis client of the sinks: where Redis is, how a call is retried, and a
 DoFn base that buffers a bundle's items and sends them in one pipelined round trip.
 
 * ``RedisTarget``: a ``redis://`` or ``rediss://`` URL and a file holding the password
@@ -8,8 +8,7 @@ DoFn base that buffers a bundle's items and sends them in one pipelined round tr
   the bundle fails and the runner retries it, so nothing is lost.
 * ``BatchedRedisFn``: connect and ``PING`` in ``setup()``, buffer in ``process``, send a
   batch when ``batch_size`` wait and at the bundle's end (``_send``), each batch under
-  ``call_with_backoff``. The alert sink (``transforms/sinks/redis_alerts.py``) and the
-  Redis dedup step (``transforms/redis_dedup.py``) are its two subclasses.
+  ``call_with_backoff``. The alert sink (``transforms/sinks/redis_alerts.py``) is built on it.
 """
 
 from __future__ import annotations

@@ -22,37 +22,71 @@ alerted exactly once, and no other alert.
 
 The steps are ``LiveRun``'s, for a caller to put something between them: the fault
 tests (``tests/test_faults.py``) kill the pipeline's tree and start it again, restart the
-broker, take Redis away.
+broker, take Redis away. ``reference_xread_ms`` measures the floor of the latency
+measurement: an entry written with ``XADD``, read by the same kind of reader.
 
-Used by ``bench/streaming.py --live`` / ``--memory``, ``bench/soak.py``,
-``tests/test_live.py`` and ``tests/test_faults.py``.
+Also here, for any run watched from outside: ``counters`` (a run's Prometheus counters,
+scraped from its ``--metrics_port``), ``committed_and_end`` (a consumer group's committed
+offsets beside the topic's end), ``percentile`` and ``slope``.
+
+Used by ``bench/streaming.py --live`` / ``--memory`` / ``--settings``, ``bench/soak.py``,
+``tests/test_live.py``, ``tests/test_faults.py`` and ``tests/test_kafka_e2e.py``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
-from bench.streaming import TreeRss, _stop_tree, counters, kill_tree
-from paystream_dev.local_kafka import KafkaBroker, free_port
+from paystream_dev.harness.ports import free_port
+from paystream_dev.harness.processes import TreeRss, kill_tree, stop_tree
+from paystream_dev.local_kafka import KafkaBroker
 from simulator.generator import GroundTruth
 from simulator.live import LiveConfig
 from simulator.producer import LiveProducer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LATENCY_FIRST: List[str] = []
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-__all__ = ["AlertReader", "LiveResult", "LiveRun", "Phase", "committed_and_end", "percentile", "run_live"]
+__all__ = [
+    "AlertReader",
+    "LiveResult",
+    "LiveRun",
+    "Phase",
+    "committed_and_end",
+    "counters",
+    "percentile",
+    "reference_xread_ms",
+    "run_live",
+    "slope",
+]
+
+_METRIC = re.compile(r"^paystream_(\w+)_total(?:\{(.*)\})? (\S+)$", re.M)
+
+
+def counters(port: int, timeout_s: float = 2.0) -> Dict[str, float]:
+    """The Prometheus counters a run serves on ``port`` (its ``--metrics_port``), by
+    ``name`` or ``name{labels}`` without the ``paystream_`` prefix and ``_total`` suffix,
+    e.g. ``sink_rows{table="payment_transactions"}``; empty while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {(f"{n}{{{labels}}}" if labels else n): float(v) for n, labels, v in _METRIC.findall(text)}
 
 
 @dataclass(frozen=True)
 class Phase:
+    """A phase of a live run: the simulator's rate (payments/s) for ``seconds``."""
+
     rate: float
     seconds: float
 
@@ -64,6 +98,9 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+_XReadReply = List[Tuple[bytes, List[Tuple[bytes, Dict[bytes, bytes]]]]]
 
 
 class AlertReader:
@@ -80,10 +117,11 @@ class AlertReader:
         self._thread.start()
 
     def _run(self) -> None:
-        last = "0-0"
+        last: Union[str, bytes] = "0-0"
         while not self._stop.is_set():
             try:
-                got = self._client.xread({self._stream: last}, block=100, count=1000)
+                # redis-py types a reply as sync or async: this client's is a list of streams
+                got = cast(_XReadReply, self._client.xread({self._stream: last}, block=100, count=1000))
             except Exception:  # noqa: BLE001 - Redis briefly away: try again
                 time.sleep(0.1)
                 continue
@@ -201,7 +239,7 @@ def committed_and_end(broker: KafkaBroker, topic: str, group: str) -> Tuple[int,
         consumer.close()
 
 
-def _slope(points: List[Tuple[float, float]]) -> float:
+def slope(points: List[Tuple[float, float]]) -> float:
     """Least-squares slope of y over x (0 for fewer than 2 points)."""
     if len(points) < 2:
         return 0.0
@@ -305,14 +343,14 @@ class LiveRun:
     def stop(self) -> int:
         """SIGTERM, as a supervisor stops a run; returns its exit code (130: stopped)."""
         assert self.proc is not None
-        rc = _stop_tree(self.proc)
+        rc = stop_tree(self.proc)
         self._closed()
         return rc
 
     def _closed(self) -> None:
         if self._rss is not None:
             self._rss.stop()
-            self.rss.extend(self._rss.samples)
+            self.rss.extend(self._rss.totals())
             self._rss = None
         if self._log is not None:
             self._log.close()
@@ -344,7 +382,7 @@ class LiveRun:
             raise RuntimeError(f"the pipeline ended early (rc={self.proc.returncode}); see {self.logs[-1]}")
         c = self.counters()
         acked = self.producer.stats.snapshot(0)["produced"]
-        rss = self._rss.samples[-1][1] if self._rss is not None and self._rss.samples else 0
+        rss = sum(self._rss.samples[-1][1].values()) if self._rss is not None and self._rss.samples else 0
         s = {
             "t": round(time.monotonic() - self.t0, 2),
             "wall": time.time(),
@@ -483,7 +521,7 @@ class LiveRun:
         """End everything (a failed step): the simulator, the pipeline's tree, the reader."""
         self.producer.stop()
         if self.proc is not None and self.proc.poll() is None:
-            _stop_tree(self.proc)
+            stop_tree(self.proc)
         self._closed()
         self.reader.close()
 
@@ -525,7 +563,7 @@ def _phase_figures(
         else None,
         lag_end=lag[-1][1] if lag else None,
         lag_max=max(v for _, v in lag) if lag else None,
-        lag_slope_per_s=round(_slope(half), 2),
+        lag_slope_per_s=round(slope(half), 2),
     )
     return p
 
@@ -559,21 +597,6 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def rss_per_minute(rss: List[Tuple[float, int]], since_s: float = 0.0) -> List[float]:
-    """Peak RSS (MB) of each whole minute after ``since_s``."""
-    out: Dict[int, int] = {}
-    for t, b in rss:
-        if t >= since_s:
-            m = int((t - since_s) // 60)
-            out[m] = max(out.get(m, 0), b)
-    return [round(out[m] / 2**20, 1) for m in sorted(out)]
-
-
-# --- the live parts of bench/streaming.py ---------------------------------------------------
-
-RESULTS = os.path.join(ROOT, "bench", "results", "streaming_live.json")
-
-
 def reference_xread_ms(redis_url: str, n: int = 200) -> Dict[str, Optional[float]]:
     """The measurement's floor: XADD an entry, time until the blocking reader has it."""
     import redis
@@ -596,91 +619,3 @@ def reference_xread_ms(redis_url: str, n: int = 200) -> Dict[str, Optional[float
         client.delete(stream)
         client.close()
     return {"p50_ms": _ms(percentile(samples, 50)), "p99_ms": _ms(percentile(samples, 99))}
-
-
-def _phase_line(p: Dict[str, Any]) -> str:
-    def f(v: Optional[float]) -> str:
-        return "-" if v is None else f"{v:,.0f}"
-
-    return (
-        f"{p['rate']:>8,.0f} {p['seconds']:>5.0f} {f(p.get('read_per_s')):>9} {p['bursts']:>6} "
-        f"{p['missing']:>5} {f(p['p50_ms']):>7} {f(p['p95_ms']):>7} {f(p['p99_ms']):>7} {f(p['max_ms']):>7} "
-        f"{f(p['lag_end']):>8} {f(p['lag_max']):>8} {p['lag_slope_per_s']:>+8.1f}"
-    )
-
-
-PHASE_HEADER = (
-    f"{'rate/s':>8} {'s':>5} {'read/s':>9} {'bursts':>6} {'miss':>5} {'p50 ms':>7} {'p95 ms':>7} "
-    f"{'p99 ms':>7} {'max ms':>7} {'lag end':>8} {'lag max':>8} {'lag/s':>8}"
-)
-
-
-def _exact_line(e: Dict[str, Any]) -> str:
-    return (
-        f"exact: {'yes' if e['ok'] else 'NO'} | rows {e['rows']:,} of {e['valid']:,} valid "
-        f"(missing {e['rows_missing']}, extra {e['rows_extra']}, twice {e['rows_twice']}) | dead letters "
-        f"{'as injected' if e['dead_letters'] == e['malformed'] else 'DIFFER'} | bursts {e['bursts']}: "
-        f"Redis once {e['redis_alerted_once']}, missed {e['redis_missed']}, twice {e['redis_twice']}, "
-        f"false {e['redis_false']}; warehouse once {e['warehouse_alerted_once']}, false {e['warehouse_false']}"
-    )
-
-
-def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int = 1) -> Dict[str, Any]:
-    """The live simulator through ``phases``: alert latency, lag, exactness."""
-    import tempfile
-
-    from bench.streaming import RedisServer
-
-    work = tempfile.mkdtemp(prefix="paystream-live-")
-    print(f"work dir: {work}; pipeline flags: {' '.join(pipeline_args) or '(defaults)'}", flush=True)
-    with KafkaBroker() as broker, RedisServer() as redis_url:
-        reference = reference_xread_ms(redis_url)
-        res = run_live(broker, redis_url, phases, work, pipeline_args, seed=seed)
-    print("\nalert latency: Kafka ack of the crossing payment -> XREAD of its alert; lag: acked - read")
-    print(PHASE_HEADER)
-    for p in res.phases:
-        print(_phase_line(p))
-    print(
-        f"reference (XADD -> XREAD, same reader): p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms"
-    )
-    print(_exact_line(res.exact))
-    return {
-        "pipeline_args": list(pipeline_args),
-        "phases": res.phases,
-        "exact": res.exact,
-        "reference": reference,
-    }
-
-
-def bench_memory(rate: float, seconds: float, pipeline_args: Sequence[str], seed: int = 2) -> Dict[str, Any]:
-    """One long phase: peak RSS of the pipeline's process tree per minute."""
-    import tempfile
-
-    from bench.streaming import RedisServer
-
-    work = tempfile.mkdtemp(prefix="paystream-memory-")
-    with KafkaBroker() as broker, RedisServer() as redis_url:
-        res = run_live(broker, redis_url, [Phase(rate, seconds)], work, pipeline_args, seed=seed)
-    start = next(s["t"] for s in res.samples if s["rate"] == rate)
-    minutes = rss_per_minute(res.rss, since_s=start)[: int(seconds // 60)]
-    after_first = minutes[1:]
-    spread = None
-    if after_first:
-        mid = statistics.median(after_first)
-        spread = round(100 * max(abs(m - mid) for m in after_first) / mid, 1)
-    print(f"\npeak RSS of the pipeline's process tree per minute at {rate:,.0f}/s (MB):")
-    print("  " + "  ".join(f"{m:,.0f}" for m in minutes))
-    print(
-        f"after the first minute: within +/-{spread} % of their median"
-        + (" (meets +/-10 %)" if spread is not None and spread <= 10 else " (misses +/-10 %)")
-    )
-    print(_phase_line(res.phases[0]))
-    print(_exact_line(res.exact))
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "rss_mb_per_minute": minutes,
-        "spread_pct": spread,
-        "phase": res.phases[0],
-        "exact": res.exact,
-    }

@@ -1,6 +1,6 @@
-"""The run profile: which runner runs the graph, and what it needs to run it well.
+"""The runner setup: which runner runs the graph, and what it needs to run it well.
 
-``run_profile(argv)`` turns the command line into a ``RunProfile``: the runner (a
+``runner_setup(argv)`` turns the command line into a ``RunnerSetup``: the runner (a
 streaming Kafka run on the DirectRunner goes to local Flink), Flink's streaming defaults
 and the checkpoint a run restores, the local Flink's own configuration, the HMAC key
 file, and the runner object itself (``make_runner``). Runner names are known here and
@@ -29,14 +29,14 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from beam_pipeline.local_java import local_java
-from beam_pipeline.options import PaystreamOptions
+from beam_pipeline.java_provider import local_java_provider
+from beam_pipeline.options import PaystreamOptions, refuse_unknown_flags
 from transforms.sinks import open_warehouse
 
 __all__ = [
     "FLINK_STREAMING_DEFAULTS",
     "NoStreamingRunner",
-    "RunProfile",
+    "RunnerSetup",
     "flink_streaming",
     "flink_streaming_args",
     "latest_checkpoint",
@@ -46,7 +46,7 @@ __all__ = [
     "quiet_gc",
     "resolve_key_file",
     "restore_on_local_flink",
-    "run_profile",
+    "runner_setup",
     "runner_defaults",
 ]
 
@@ -78,7 +78,7 @@ def local_streaming_runner(argv: List[str]) -> Tuple[List[str], Optional[str]]:
     if runner_name(options) != "direct":
         return argv, None
     try:
-        local_java().flink_job_server_jar()
+        local_java_provider().flink_job_server_jar()
     except Exception as err:  # noqa: BLE001 - any failure to get the jar ends the run the same way
         raise NoStreamingRunner(
             "--streaming --source=kafka cannot run on the DirectRunner (Beam's streaming "
@@ -214,7 +214,7 @@ def runner_defaults(options: PipelineOptions) -> None:
     if flink.flink_master in (None, "[auto]", "[local]"):
         flink.flink_master = "[local]"
         if not flink.flink_job_server_jar:
-            flink.flink_job_server_jar = local_java().flink_job_server_jar()
+            flink.flink_job_server_jar = local_java_provider().flink_job_server_jar()
         portable = options.view_as(PortableOptions)
         if not portable.environment_type:
             portable.environment_type = "LOOPBACK"
@@ -314,7 +314,7 @@ def quiet_gc() -> Iterator[None]:
 
 
 @dataclass
-class RunProfile:
+class RunnerSetup:
     """How this run runs: its options, completed; what the runner needs; where it resumes."""
 
     options: PipelineOptions
@@ -344,9 +344,10 @@ class RunProfile:
 
 
 @contextlib.contextmanager
-def run_profile(argv: List[str]) -> Iterator[RunProfile]:
-    """The profile of a run from its command line; checkpoints of a run without
+def runner_setup(argv: List[str]) -> Iterator[RunnerSetup]:
+    """The runner setup of a run from its command line; checkpoints of a run without
     ``--checkpoint_dir`` live in a scratch directory that goes when the block ends."""
+    refuse_unknown_flags(list(argv))
     args, note = local_streaming_runner(list(argv))
     if note:
         print(note, file=sys.stderr, flush=True)
@@ -369,4 +370,4 @@ def run_profile(argv: List[str]) -> Iterator[RunProfile]:
         remote = bool(options.view_as(PortableOptions).output_executable_path)
         key_path = resolve_key_file(opts, remote)
         runner_defaults(options)
-        yield RunProfile(options, opts, key_path, remote, resumed_from, note)
+        yield RunnerSetup(options, opts, key_path, remote, resumed_from, note)

@@ -14,7 +14,7 @@ import contextlib
 from importlib.metadata import entry_points
 from typing import Any, Optional, Protocol
 
-__all__ = ["ENTRY_POINT_GROUP", "LocalJava", "NoLocalJava", "local_java"]
+__all__ = ["ENTRY_POINT_GROUP", "LocalJava", "NoLocalJava", "local_java_provider"]
 
 ENTRY_POINT_GROUP = "paystream.local_java"
 
@@ -35,7 +35,7 @@ class NoLocalJava(LookupError):
     """No ``paystream.local_java`` provider is installed."""
 
 
-def local_java() -> LocalJava:
+def local_java_provider() -> LocalJava:
     found = list(entry_points(group=ENTRY_POINT_GROUP))
     if not found:
         raise NoLocalJava(

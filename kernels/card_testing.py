@@ -18,7 +18,7 @@ account's clock (the latest event time it has seen) is not counted.
 
 The amount is compared in the payment's own currency's minor units (2.00 is 200 of
 them): a currency without minor units would need its own rule. The key is the account,
-as for every rule (``transforms/rules.py``): the same card on two accounts is two cards.
+as for every rule (``kernels/rules.py``): the same card on two accounts is two cards.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Dict, List, Optional
 
+from kernels.rules import alert_id, rule_params_json
 from schemas.records import FraudAlert, MaskedTransaction
-from transforms.rules import alert_id, rule_params_json
 
 __all__ = ["CardTestingRule"]
 

@@ -1,6 +1,6 @@
 """The rule seam: a fraud rule is a per-account kernel with its parameters and its alerts.
 
-Every payment an account's book decides as new (``transforms.accounts.AccountBook``)
+Every payment an account's book decides as new (``kernels.books.AccountBook``)
 goes to each configured rule, in the order read, with the rule's own state of that
 account::
 
@@ -17,12 +17,12 @@ A rule (``Rule``) gives:
   the dedup horizon and the feature history);
 * ``from_options(opts)`` and ``add_options(parser)``: its command-line flags.
 
-Both drivers (``transforms/bounded.py``, ``transforms/streaming.py``) run the same books
+Both drivers (``transforms/batch.py``, ``transforms/streaming.py``) run the same books
 in the same order, so every rule gives the same alerts in a batch and a streaming run,
 and the same alert ids in a replay. Alerts of every rule go to one table,
 ``fraud_alerts``, and to the Redis stream.
 
-Adding a rule: a module with a class like ``transforms.card_testing.CardTestingRule``, its
+Adding a rule: a module with a class like ``kernels.card_testing.CardTestingRule``, its
 tests, and one line in ``RULES`` (``docs/architecture.md``, "Adding a rule").
 ``--rules`` chooses the rules of a run (default: velocity).
 """
@@ -52,8 +52,8 @@ __all__ = [
 
 # kind -> "module:class" of the rule, imported when a run or the options ask for it
 RULES: Dict[str, str] = {
-    "velocity": "transforms.velocity:VelocityRule",
-    "card_testing": "transforms.card_testing:CardTestingRule",
+    "velocity": "kernels.velocity:VelocityRule",
+    "card_testing": "kernels.card_testing:CardTestingRule",
 }
 DEFAULT_RULES = "velocity"
 

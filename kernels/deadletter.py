@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Optional
 
+from kernels.masking import mask_identifier
 from schemas.records import DeadLetter, SourceRef
-from transforms.masking import mask_identifier
 
-__all__ = ["DEAD_LETTER_TAG", "make_dead_letter"]
-
-DEAD_LETTER_TAG = "dead_letter"
+__all__ = ["make_dead_letter"]
 
 
 def make_dead_letter(
