@@ -87,13 +87,14 @@ def simulator_config(opts: PaystreamOptions) -> GeneratorConfig:
 
 
 def read_source(
-    p: beam.Pipeline, opts: PaystreamOptions, kafka: Optional[KafkaRun] = None
+    p: beam.Pipeline, opts: PaystreamOptions, kafka: Optional[KafkaRun] = None, check_input: bool = True
 ) -> beam.PCollection[RawPayload]:
-    """The payloads of ``--source``: the simulator, a file, or Kafka (read as ``kafka`` planned)."""
+    """The payloads of ``--source``: the simulator, a file (``check_input``: it must exist
+    here), or Kafka (read as ``kafka`` planned)."""
     if opts.source == "simulator":
         return p | "Simulator" >> SimulatedPayloads(simulator_config(opts))
     if opts.source == "file":
-        return p | "File" >> FileLines(opts.input)
+        return p | "File" >> FileLines(opts.input, check=check_input)
     if kafka is None:
         raise ValueError("--source=kafka is read through a KafkaRun (beam_pipeline.kafka)")
     return p | "Kafka" >> kafka.read()

@@ -122,8 +122,8 @@ def plan_read(
             meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         except KafkaException as err:
             raise ValueError(
-                f"no Kafka broker answered at --kafka_bootstrap_servers={bootstrap_servers} "
-                f"({err.args[0].str()}): is it running?"
+                f"could not read topic {topic!r} from Kafka at --kafka_bootstrap_servers="
+                f"{bootstrap_servers} ({err.args[0].str()}): is the broker running and reachable?"
             ) from None
         if meta is None or meta.error is not None:
             raise ValueError(f"Kafka topic {topic!r} not found at {bootstrap_servers}")

@@ -6,19 +6,24 @@ Read it with ``options.view_as(PaystreamOptions)``. Flags Beam knows
 
 from __future__ import annotations
 
-from typing import List
+import argparse
+import difflib
+from typing import List, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from kernels.rules import DEFAULT_RULES, RULES, add_rule_options
+from kernels.velocity import VelocityRule
 from transforms.steps import EngineSettings
 
 __all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES", "refuse_unknown_flags"]
 
 SOURCES = ("simulator", "file", "kafka")
 DEFAULT_WAREHOUSE = "duckdb:paystream-out/paystream.duckdb"
-# The engine's defaults are given once, by EngineSettings (transforms/steps.py).
+# The defaults are given once: the engine's by EngineSettings (transforms/steps.py), the
+# velocity rule's by VelocityRule (kernels/velocity.py).
 _ENGINE = EngineSettings()
+_VELOCITY = VelocityRule()
 
 
 class PaystreamOptions(PipelineOptions):
@@ -121,10 +126,23 @@ class PaystreamOptions(PipelineOptions):
             f"(default {DEFAULT_RULES}; kernels/rules.py)",
         )
         proc.add_argument(
-            "--velocity_threshold", type=int, default=3, help="payments per window that raise an alert"
+            "--velocity_threshold",
+            type=int,
+            default=_VELOCITY.threshold,
+            help="payments per window that raise an alert (default %(default)s)",
         )
-        proc.add_argument("--velocity_window_s", type=int, default=60, help="sliding window size, seconds")
-        proc.add_argument("--velocity_period_s", type=int, default=5, help="sliding window period, seconds")
+        proc.add_argument(
+            "--velocity_window_s",
+            type=int,
+            default=_VELOCITY.size_s,
+            help="sliding window size, seconds (default %(default)s)",
+        )
+        proc.add_argument(
+            "--velocity_period_s",
+            type=int,
+            default=_VELOCITY.period_s,
+            help="sliding window period, seconds (default %(default)s)",
+        )
         proc.add_argument(
             "--execution_mode",
             choices=("auto", "batch", "stream"),
@@ -159,8 +177,8 @@ class PaystreamOptions(PipelineOptions):
         proc.add_argument(
             "--allowed_lateness_s",
             type=int,
-            default=10,
-            help="lateness accepted by the velocity windows, seconds (default 10)",
+            default=_VELOCITY.allowed_lateness_s,
+            help="lateness accepted by the velocity windows, seconds (default %(default)s)",
         )
         proc.add_argument(
             "--history_ttl_s",
@@ -262,21 +280,55 @@ class PaystreamOptions(PipelineOptions):
         add_rule_options(parser)  # each fraud rule's own flags (kernels/rules.py)
 
 
+# Flags that are gone, and what to give instead.
+REMOVED_FLAGS = {
+    "--velocity_impl": "the account books are the one engine: drop it",
+    "--redis_dedup": "dedup is the account books' and the id check's (docs/decisions.md): drop it",
+    "--redis_dedup_ttl_s": "dedup is the account books' and the id check's (docs/decisions.md): drop it",
+    "--stream_shards": "it is --account_keys now",
+    "--batch_shards": "it is --batch_groups now",
+}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
 def refuse_unknown_flags(argv: List[str]) -> None:
-    """ValueError, in one line, for a flag neither paystream nor Beam knows: Beam alone would
-    drop it with a warning, and a misspelt or removed flag would be silently ignored."""
+    """ValueError, in one line, for a removed flag, a flag that looks like a misspelt one of
+    ours, or a value a flag refuses (Beam would drop the first two with a warning, and print
+    its whole usage for the third). Any other flag passes through to Beam: the Flink
+    runner's own (``--checkpointing_interval``, ...) are known only to its job server."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser
 
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    seen = set()
+    parser = _OneLineParser(allow_abbrev=False)
+    PaystreamOptions._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(argv)
+    ours = [flag for action in parser._actions for flag in action.option_strings]
+    beams = _BeamArgumentParser(allow_abbrev=False)
+    for cls in _all_options_classes():
+        cls._add_argparse_args(beams)  # type: ignore[attr-defined]
+    known = {flag for action in beams._actions for flag in action.option_strings}
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--") or flag in known:
+            continue
+        if flag in REMOVED_FLAGS:
+            raise ValueError(f"{flag} is gone: {REMOVED_FLAGS[flag]}")
+        close = difflib.get_close_matches(flag, ours, n=1, cutoff=0.85)
+        if close:
+            raise ValueError(
+                f"unknown option {flag}: did you mean {close[0]}? (`python -m beam_pipeline --help`)"
+            )
+
+
+def _all_options_classes() -> List[type]:
+    found: List[type] = []
     pending = list(PipelineOptions.__subclasses__())
     while pending:
         cls = pending.pop()
-        if cls not in seen:
-            seen.add(cls)
+        if cls not in found:
+            found.append(cls)
             pending.extend(cls.__subclasses__())
-            cls._add_argparse_args(parser)  # type: ignore[attr-defined]
-    _, unknown = parser.parse_known_args(argv)
-    flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("--")]
-    if flags:
-        raise ValueError(f"unknown option {', '.join(flags)}: `python -m beam_pipeline --help` lists them")
+    return found

@@ -57,7 +57,7 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             total = kafka.total
         pipeline = beam.Pipeline(runner=make_runner(setup.options), options=setup.options)
         outputs = build_graph(
-            read_source(pipeline, opts, kafka),
+            read_source(pipeline, opts, kafka, check_input=not setup.remote),
             opts,
             key_path=setup.key_path,
             check_key=not setup.remote,

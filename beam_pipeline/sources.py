@@ -36,10 +36,15 @@ class _ReadLinesFn(beam.DoFn):
 class FileLines(beam.PTransform):
     """JSON-lines files (a path or glob, local or on GCS) -> raw payloads with line numbers."""
 
-    def __init__(self, pattern: str, label: Optional[str] = None) -> None:
+    def __init__(self, pattern: str, check: bool = True, label: Optional[str] = None) -> None:
+        """``check``: the input must match a file now (not for a graph built to run
+        elsewhere, whose workers may see other files)."""
         super().__init__(label)
         if not pattern:
             raise ValueError("--source=file needs --input=PATH (a JSON-lines file or a glob)")
+        self._pattern = pattern
+        if not check:
+            return
         try:
             found = FileSystems.match([pattern])[0].metadata_list
         except Exception as err:  # an unreadable location: its own words, in one line
@@ -48,7 +53,6 @@ class FileLines(beam.PTransform):
             raise ValueError(
                 f"--input={pattern} matches no file: give a JSON-lines file or a glob that exists"
             )
-        self._pattern = pattern
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[RawPayload]:
         return (

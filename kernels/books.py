@@ -17,7 +17,7 @@ What one payment does, in order (``AccountBook.decide``):
   ``horizon_us`` of the latest event time seen before it is a copy: the same fingerprint
   is a duplicate, dropped and counted; a different one is a conflict, which goes to the
   dead letters. A copy of an id seen on *another* account is caught by the id check, a
-  ``SeenIds`` per shard of transaction ids that marks each id with its account
+  ``SeenIds`` per group of transaction ids that marks each id with its account
   (``check_ids``).
 * **Features.** ``kernels.features.features`` against the payments decided before it
   (the history restarts after ``history_ttl_us`` of event time without payments).
@@ -37,12 +37,12 @@ long).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
 
 from kernels.deadletter import make_dead_letter
 from kernels.features import AccountHistory, features
 from kernels.masking import mask_email, mask_pan, mask_phone
-from kernels.rules import Rule, Rules, as_rules
+from kernels.rules import Rules
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, MaskedTransaction, Transaction
 
 __all__ = [
@@ -76,10 +76,12 @@ class Pending(NamedTuple):
 def conflict_letter(txn: Union[MaskedTransaction, Transaction], where: str) -> DeadLetter:
     """The dead letter of a copy whose id was seen before with different content (the
     payment masked, if it is not yet)."""
-    if type(txn) is Transaction:
-        card, email, phone = mask_pan(txn.card_number), mask_email(txn.email), mask_phone(txn.phone)
-    else:
-        card, email, phone = txn.card_masked, txn.email_masked, txn.phone_masked  # type: ignore[union-attr]
+    if type(txn) is MaskedTransaction:
+        masked = cast(MaskedTransaction, txn)
+        card, email, phone = masked.card_masked, masked.email_masked, masked.phone_masked
+    else:  # anything else is masked here: a raw field never reaches a dead letter
+        raw = cast(Transaction, txn)
+        card, email, phone = mask_pan(raw.card_number), mask_email(raw.email), mask_phone(raw.phone)
     summary = json.dumps(
         {
             "transaction_id": txn.transaction_id,
@@ -156,10 +158,6 @@ class AccountBook:
         self.history = AccountHistory()
         self.rule_states: List[Any] = []  # one per rule of the run, in its order
 
-    @property
-    def clock_us(self) -> int:
-        return self.ids.clock_us
-
     def __getstate__(self) -> Tuple[Any, ...]:
         return self.ids.seen, self.history, self.rule_states, self.ids.clock_us
 
@@ -202,12 +200,6 @@ class AccountBook:
             if alert is not None:
                 alerts += (alert,)
         return NEW, row, alerts
-
-    def prune(self, rules: Union[Rule, Rules], horizon_us: int) -> None:
-        """Forget what can no longer change a decision (never changes one)."""
-        self.ids.prune(horizon_us)
-        for rule, state in zip(as_rules(rules), self.rule_states):
-            rule.prune(state, self.ids.clock_us)
 
     def idle_after_us(self, horizon_us: int, history_ttl_us: int, rules: Rules) -> int:
         """After this event time nothing of the account can change a decision but a copy

@@ -65,19 +65,19 @@ class CardTestingRule:
         group.add_argument(
             "--card_testing_count",
             type=int,
-            default=4,
-            help="small payments on one card within the window that raise an alert (default 4)",
+            default=_DEFAULT.count,
+            help="small payments on one card within the window that raise an alert (default %(default)s)",
         )
         group.add_argument(
             "--card_testing_max_amount",
-            default="2.00",
-            help="a payment under this amount is small, in its currency (default 2.00)",
+            default=f"{_DEFAULT.max_amount_minor / 100:.2f}",
+            help="a payment under this amount is small, in its currency (default %(default)s)",
         )
         group.add_argument(
             "--card_testing_window_s",
             type=int,
-            default=600,
-            help="the card-testing window, seconds of event time (default 600)",
+            default=_DEFAULT.window_s,
+            help="the card-testing window, seconds of event time (default %(default)s)",
         )
 
     @classmethod
@@ -154,3 +154,6 @@ class CardTestingRule:
             state[token][1] = [b for b in bursts if b[1] >= oldest]
             if not small and not state[token][1]:
                 del state[token]
+
+
+_DEFAULT = CardTestingRule()  # the flags' defaults are the rule's

@@ -25,6 +25,7 @@ from schemas.payment import luhn_checksum_ok as luhn_valid
 from schemas.records import DeadLetter, SourceRef, Transaction
 
 __all__ = [
+    "MAX_FUTURE_SKEW_S",
     "MAX_PAYLOAD_BYTES",
     "REQUIRED_FIELDS",
     "ParseError",
@@ -41,6 +42,7 @@ _LOG = logging.getLogger(__name__)
 
 # MAX_PAYLOAD_BYTES, REQUIRED_FIELDS and luhn_valid (here the bare Luhn checksum,
 # schemas.payment.luhn_checksum_ok) are schemas/payment.py's, re-exported here.
+MAX_FUTURE_SKEW_S = 300.0  # event times further ahead are refused (--max_future_skew_s)
 MAX_AMOUNT_MINOR = 10**13  # 100 billion in major units: anything above is an error
 _ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _AMOUNT_RE = re.compile(r"^\d{1,15}(\.\d{1,2})?$")
@@ -199,7 +201,7 @@ def parse_payment(
     raw: bytes,
     source: SourceRef,
     now_us: int,
-    max_future_skew_us: int = 300_000_000,
+    max_future_skew_us: int = int(MAX_FUTURE_SKEW_S * 1_000_000),
 ) -> Transaction:
     """Validate one payload. Raises ``ParseError`` and nothing else for bad input.
 

@@ -99,7 +99,7 @@ class VelocityRule:
         held = state[0]
         if at > clock and len(held) > 16:
             self.prune(state, at)
-        size_us, period_us, threshold = self.size_s * _US, self.period_s * _US, self.threshold
+        size_us, period_us, threshold = self.size_us, self.period_us, self.threshold
         closed_before = clock - self.allowed_lateness_s * _US - size_us
         last_start = at - at % period_us  # its windows start at last_start, - period, ...
         if last_start <= closed_before:
@@ -116,7 +116,7 @@ class VelocityRule:
         if hi - lo < threshold:
             return None
         firing: List[Tuple[int, List[Any]]] = []
-        for start in range(last_start, max(closed_before, at - size_us), -period_us):
+        for start in window_starts(at, size_us, period_us, closed_before):  # the open ones
             begin = bisect_left(held, (start,), lo, hi)
             inside = [
                 p for p in held[begin : bisect_left(held, (start + size_us,), begin, hi)] if p[2] < start
@@ -157,7 +157,9 @@ class VelocityRule:
         state[1] = [r for r in state[1] if r[1] + self.period_s * _US >= open_after - self.period_s * _US]
 
 
-def window_starts(event_time_us: int, size_us: int, period_us: int) -> List[int]:
-    """Starts of the sliding windows that contain ``event_time_us`` (as Beam assigns them)."""
+def window_starts(event_time_us: int, size_us: int, period_us: int, after_us: Optional[int] = None) -> range:
+    """Starts of the sliding windows that contain ``event_time_us`` (as Beam's
+    ``SlidingWindows`` assigns them), latest first; only those after ``after_us`` if given."""
     last = event_time_us - (event_time_us % period_us)
-    return [s for s in range(last, event_time_us - size_us, -period_us)]
+    floor = event_time_us - size_us
+    return range(last, floor if after_us is None or after_us < floor else after_us, -period_us)

@@ -78,7 +78,7 @@ class MaskedTransaction(NamedTuple):
 
 
 class EnrichedTransaction(NamedTuple):
-    """A masked payment with the features of ``EnrichFeatures`` (one warehouse row)."""
+    """A masked payment with its features (``kernels/features.py``): one warehouse row."""
 
     txn: MaskedTransaction
     hour_of_day_utc: int

@@ -130,7 +130,7 @@ def test_a_copy_of_a_payment_dated_long_before_the_clock_is_still_caught() -> No
     assert ids.check("old", "o", T0, HORIZON) == NEW
     assert ids.check("old", "o", T0, HORIZON) == DUPLICATE
     assert ids.check("old", "o-other", T0 + 2 * HORIZON, HORIZON) == CONFLICT
-    book.prune(RULE, HORIZON)
+    book.ids.prune(HORIZON)
     ids.prune(HORIZON)
     assert "old" in book.ids.seen and "old" in ids.seen  # kept for the horizon after it was seen
 

@@ -87,7 +87,7 @@ def _expected(settings: EngineSettings, id_groups: int) -> Dict[str, List[Any]]:
             alerts.extend(raised)
         elif verdict != "duplicate":
             letters.append(conflict_letter(txn, " on this account"))
-    if settings.check_ids:
+    if settings.global_ids:
         stored = []
         for group in split_by_key(
             sorted(rows, key=read_order), lambda r: r.txn.transaction_id, id_groups

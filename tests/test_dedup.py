@@ -129,3 +129,46 @@ def test_seen_ids_forget_an_id_a_horizon_after_the_clock_passed_it() -> None:
     ids.clock_us += 500 * 1_000_000
     ids.prune(600 * 1_000_000)  # clock 1600 s: what was seen before 1000 s goes (t3, at 900 s)
     assert sorted(ids.seen) == ["t0", "t1", "t2"] and ids.seen["t0"] == ("x", 1100 * 1_000_000)
+
+
+# Copies of t1 and t2 in source (and event-time) order, horizon 600 s: (id, at_s, amount,
+# offset). For DeduplicatePayments a copy is one dated at most the horizon after the first
+# copy of its id: 5 (650 s) and 9 (1300 s) come later than that after t1's first copy (0 s,
+# then 650 s), so they are new; 8 conflicts with 7, the first copy of t2's second epoch.
+_PAYMENT_COPIES = [
+    ("t1", 0, 1000, 1),
+    ("t2", 100, 1000, 2),
+    ("t2", 200, 999, 3),
+    ("t1", 300, 1000, 4),
+    ("t1", 650, 1000, 5),
+    ("t1", 900, 1000, 6),
+    ("t2", 1000, 999, 7),
+    ("t2", 1100, 1000, 8),
+    ("t1", 1300, 999, 9),
+]
+_PAYMENT_KEPT, _PAYMENT_DEAD = [1, 2, 5, 7, 9], [3, 8]
+
+
+@pytest.mark.parametrize("run", ["batch", "stream"])
+def test_deduplicate_payments_gives_the_same_in_batch_and_streaming(run: str) -> None:
+    """The same copies in a batch run and on a stream whose watermark follows the event
+    times (where the timer forgets ids): the same payments kept and dead-lettered."""
+    rows = [txn(t, at, amount, offset) for t, at, amount, offset in _PAYMENT_COPIES]
+    if run == "stream":
+        stream = TestStream()
+        for row in rows:
+            stream = stream.advance_watermark_to(Timestamp(micros=row.event_time_us)).add_elements(
+                [stamped(row)]
+            )
+        options = PipelineOptions()
+        options.view_as(StandardOptions).streaming = True
+        p = TestPipeline(options=options)
+        out = p | stream.advance_watermark_to_infinity() | DeduplicatePayments(horizon_s=600)
+    else:
+        p = TestPipeline()
+        out = p | beam.Create(rows) | DeduplicatePayments(horizon_s=600)
+    kept = out.unique | "Kept" >> beam.Map(lambda t: t.source.offset)
+    dead = out[DEAD_LETTER_TAG] | "Dead" >> beam.Map(lambda d: (d.reason, d.source.offset))
+    assert_that(kept, equal_to(_PAYMENT_KEPT), label="kept")
+    assert_that(dead, equal_to([("conflicting_duplicate", o) for o in _PAYMENT_DEAD]), label="dead")
+    p.run().wait_until_finish()

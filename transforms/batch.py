@@ -66,9 +66,6 @@ class _ParseChunkFn(ParseStepFn):
                 yield TaggedOutput(DEAD_LETTER_TAG, out)
         yield from split_by_key(valid, _account, self._groups).items()
 
-    def finish_bundle(self) -> None:
-        self._body.finish()
-
 
 class _DecideFn(beam.DoFn):
     """A group's payments decided by their books in the order read; with the id check
@@ -87,7 +84,7 @@ class _DecideFn(beam.DoFn):
                 yield out
             else:
                 rows.append(out)
-        if self._settings.check_ids:
+        if self._settings.global_ids:
             yield from split_by_key(rows, _row_id, self._settings.batch_groups).items()
         else:
             yield from rows

@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from kernels.books import DUPLICATE, NEW, SeenIds, conflict_letter
 from schemas.records import Transaction
 from transforms import telemetry
-from transforms.steps import DEAD_LETTER_TAG
+from transforms.steps import DEAD_LETTER_TAG, EngineSettings
 
 __all__ = ["DeduplicatePayments"]
 
@@ -40,9 +40,12 @@ class _FirstCopyFn(beam.DoFn):
     ) -> Iterable[Any]:
         txn = element[1]
         ids = seen.read() or SeenIds()
+        # the key is one id: its clock is the latest of its copies, this one included, so a
+        # copy is judged by its own event time, the same in batch and streaming
+        ids.clock_us = max(ids.clock_us, txn.event_time_us)
         verdict = ids.check(txn.transaction_id, txn.fingerprint, txn.event_time_us, self._horizon_us)
+        seen.write(ids)
         if verdict is NEW:
-            seen.write(ids)
             expiry.set(Timestamp(micros=ids.clock_us + self._horizon_us))
             yield txn
         elif verdict is DUPLICATE:
@@ -60,9 +63,11 @@ class DeduplicatePayments(beam.PTransform):
     """``Transaction`` -> the first copy of each ``transaction_id`` (main output) and a
     ``conflicting_duplicate`` dead letter (``dead_letter``) for a copy with other content.
 
-    An exact copy is dropped and counted (``duplicates_dropped``). An id is remembered
-    while the watermark is less than ``horizon_s`` past the latest copy's event time;
-    within a key, copies are judged in the order the runner delivers them::
+    An exact copy is dropped and counted (``duplicates_dropped``). A copy is one dated at
+    most ``horizon_s`` of event time after the first copy; a timer forgets the id once the
+    watermark is that far past it. Copies are judged in the order the runner delivers them.
+    The payments are keyed by transaction id as they are, PII included: the paystream graph
+    masks first and dedups inside its account step (``transforms/steps.py``)::
 
         >>> import apache_beam as beam
         >>> from apache_beam.testing.util import assert_that, equal_to
@@ -79,7 +84,9 @@ class DeduplicatePayments(beam.PTransform):
         ...     _ = assert_that(out.unique | beam.Map(lambda t: t.transaction_id), equal_to(["t-1"]))
     """
 
-    def __init__(self, horizon_s: float = 600.0, label: Optional[str] = None) -> None:
+    def __init__(
+        self, horizon_s: float = EngineSettings.dedup_horizon_s, label: Optional[str] = None
+    ) -> None:
         super().__init__(label)
         if horizon_s <= 0:
             raise ValueError("horizon_s must be > 0")

@@ -17,7 +17,7 @@ import io
 import pickle
 import zlib
 from functools import partial
-from typing import Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import apache_beam as beam
 from apache_beam.coders import Coder, coder_impl, typecoders
@@ -147,18 +147,19 @@ class RecordListCoder(Coder):
 typecoders.registry.register_coder(RecordList, RecordListCoder)
 
 
-class _CollectFn(beam.CombineFn, Generic[T]):
-    """Appends records to a ``RecordList`` list, which travels pickled whole."""
+class _MergeFn(beam.CombineFn):
+    """Joins the partial lists of one key into one ``RecordList``, which travels whole."""
 
     def create_accumulator(self) -> RecordList:
         return RecordList()
 
-    def add_input(self, acc: RecordList, element: T) -> RecordList:
-        acc.append(element)
+    def add_input(self, acc: RecordList, part: List[Any]) -> RecordList:
+        acc.extend(part)
         return acc
 
-    def add_inputs(self, acc: RecordList, elements: Iterable[T]) -> RecordList:
-        acc.extend(elements)
+    def add_inputs(self, acc: RecordList, parts: Iterable[List[Any]]) -> RecordList:
+        for part in parts:
+            acc.extend(part)
         return acc
 
     def merge_accumulators(self, accs: Iterable[RecordList]) -> RecordList:
@@ -172,19 +173,6 @@ class _CollectFn(beam.CombineFn, Generic[T]):
 
     def get_accumulator_coder(self) -> Coder:
         return RecordListCoder()
-
-
-class _MergeFn(_CollectFn[Any]):
-    """Joins the partial lists of one key into one ``RecordList``."""
-
-    def add_input(self, acc: RecordList, part: List[Any]) -> RecordList:
-        acc.extend(part)
-        return acc
-
-    def add_inputs(self, acc: RecordList, parts: Iterable[List[Any]]) -> RecordList:
-        for part in parts:
-            acc.extend(part)
-        return acc
 
 
 class MergeLists(beam.PTransform):

@@ -40,7 +40,7 @@ from kernels.books import (
     conflict_letter,
 )
 from kernels.masking import KeySource, Tokenizer, mask_transaction
-from kernels.parse import RawPayload, parse_or_dead_letter, payload_size
+from kernels.parse import MAX_FUTURE_SKEW_S, RawPayload, parse_or_dead_letter, payload_size
 from kernels.rules import Rule, Rules, as_rules, kind_of
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, SourceRef, Transaction
 from transforms import telemetry
@@ -74,7 +74,7 @@ class PaymentOutputs(NamedTuple):
 class EngineSettings:
     """What both drivers take. The defaults are the options' (``--dedup_horizon_s`` ...)."""
 
-    max_future_skew_s: float = 300.0  # event times further ahead are dead-lettered
+    max_future_skew_s: float = MAX_FUTURE_SKEW_S  # event times further ahead are dead-lettered
     dedup_horizon_s: float = 600.0  # event time for which a transaction id is remembered
     history_ttl_s: float = 7 * 24 * 3600.0  # idle event time after which features restart
     dedup_scope: str = "global"  # global: the id check across accounts; account: none
@@ -117,12 +117,13 @@ class EngineSettings:
 
     @property
     def id_keys(self) -> int:
-        """streaming: the keys of the id check (as many as the account step's, 64 when that
-        has a key per account)."""
-        return self.account_keys or 64
+        """streaming: the keys of the id check (as many as the account step's; as many as
+        the batch groups when that has a key per account)."""
+        return self.account_keys or self.batch_groups
 
     @property
-    def check_ids(self) -> bool:
+    def global_ids(self) -> bool:
+        """Whether the id check runs (``dedup_scope="global"``)."""
         return self.dedup_scope == "global"
 
 
@@ -145,6 +146,11 @@ class ParseAndMask:
 
     def setup(self) -> None:
         self._tokenizer = self._keys.tokenizer()
+
+    def start(self) -> None:
+        """A bundle begins: what a failed one counted and did not flush is not counted."""
+        self._read = self._valid = 0
+        self._sizes = []
 
     def parse(self, raw: bytes, source: SourceRef, now_us: int) -> Union[Pending, DeadLetter]:
         self._sizes.append(payload_size(raw))
@@ -173,12 +179,13 @@ class ParseAndMask:
             bump("read", self._read)
         if self._valid:
             telemetry.count("payments_valid", self._valid)
+        telemetry.observe_many("payload_bytes", self._sizes)
         self._read = self._valid = 0
+        self._sizes = []
 
     def finish(self) -> None:
+        """The counts of the bundle to the metrics (call at its end)."""
         self._flush_counts()
-        telemetry.observe_many("payload_bytes", self._sizes)
-        self._sizes = []
 
 
 class ParseStepFn(beam.DoFn):
@@ -191,6 +198,12 @@ class ParseStepFn(beam.DoFn):
 
     def setup(self) -> None:
         self._body.setup()
+
+    def start_bundle(self) -> None:
+        self._body.start()
+
+    def finish_bundle(self) -> Any:
+        self._body.finish()
 
 
 class DecideCounts:
@@ -291,7 +304,7 @@ class PaymentsDriver(beam.PTransform):
         decided = parsed.masked | "Accounts" >> self.accounts_step()
         dead = [parsed[DEAD_LETTER_TAG], decided[DEAD_LETTER_TAG]]
         rows = decided.transactions
-        if self._settings.check_ids:
+        if self._settings.global_ids:
             if lists is not None:
                 rows.element_type = lists
             checked = rows | "Ids" >> self.ids_step()

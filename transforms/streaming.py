@@ -133,8 +133,8 @@ class _Unpickler(pickle.Unpickler):
 class _Ledger:
     """A key's state value kept as a log of changes, read through this process's own copy.
 
-    Written back whole, a shard's books cost every bundle in proportion to all the books
-    of the shard, not to the payments of the bundle: after a minute at 1,000 payments/s
+    Written back whole, a key's books cost every bundle in proportion to all the books
+    of the key, not to the payments of the bundle: after a minute at 1,000 payments/s
     they were 9 MB to pickle (0.27 s) for bundles of a few hundred payments, and the
     figure grows with the accounts. So each bundle appends to the key's log (a bag) only
     the entries it changed, pickled then (a snapshot), and writes a token naming the
@@ -255,6 +255,7 @@ class _ParseAndMaskFn(ParseStepFn):
     """Each payload parsed and masked as it comes; lists by account key leave at the bundle's end."""
 
     def start_bundle(self) -> None:
+        super().start_bundle()
         self._out = _Lists()
 
     def process(self, element: RawPayload, timestamp: Any = beam.DoFn.TimestampParam) -> Iterable[Any]:
@@ -266,7 +267,7 @@ class _ParseAndMaskFn(ParseStepFn):
             yield TaggedOutput(DEAD_LETTER_TAG, out)
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
-        self._body.finish()
+        super().finish_bundle()
         yield from self._out.drain()
 
 
@@ -280,7 +281,7 @@ class _AccountsFn(beam.DoFn):
         self._rules = rules
         self._settings = settings
         # > 0: rows go on to the id check, in lists by id group
-        self._id_groups = settings.id_keys if settings.check_ids else 0
+        self._id_groups = settings.id_keys if settings.global_ids else 0
 
     def setup(self) -> None:
         _weigh_state_cheaply()

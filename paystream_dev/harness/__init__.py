@@ -8,6 +8,8 @@
 * ``live``: a streaming run of ``python -m beam_pipeline`` on local Flink against the live
   simulator, measured from outside (``LiveRun``, ``run_live``), the run's Prometheus
   counters, a consumer group's committed offsets, percentiles.
+* ``mutate``: the simulator's payloads damaged as a broken or hostile producer would damage
+  them (the bad input of ``tests/test_faults.py``).
 
 Import the module you need (``from paystream_dev.harness.live import LiveRun``): this
 package imports none of them, so ``paystream_dev.local_kafka`` can take its free ports from

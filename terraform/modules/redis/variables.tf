@@ -26,7 +26,7 @@ variable "tier" {
 }
 
 variable "memory_size_gb" {
-  description = "Memory of the instance in GiB (fraud alerts, their stream,)."
+  description = "Memory of the instance in GiB (fraud alerts and their stream)."
   type        = number
   default     = 1
 
