@@ -53,7 +53,6 @@ from transforms.sinks.redis_client import (
     DEFAULT_RETRY_BUDGET_S,
     FATAL_ERRORS,
     RETRYABLE_ERRORS,
-    BatchedRedisFn,
     RedisTarget,
     backoff_delays,
     call_with_backoff,
@@ -162,8 +161,10 @@ def script_call(
     return redis_keys, args
 
 
-class _WriteAlertsFn(BatchedRedisFn):
-    table = TABLE
+class _WriteAlertsFn(beam.DoFn):
+    """Alerts buffered per bundle and sent in pipelined batches of ``batch_size`` (and at
+    the bundle's end), each batch under ``call_with_backoff``; the client is made and
+    checked with one ``PING`` at setup, so a wrong password or URL fails before any bundle."""
 
     def __init__(
         self,
@@ -174,34 +175,59 @@ class _WriteAlertsFn(BatchedRedisFn):
         batch_size: int,
         retry_budget_s: float,
     ) -> None:
-        super().__init__(target, batch_size, retry_budget_s)
+        self._target = target
         self._keys = keys
         self._ttl_s = ttl_s
         self._maxlen = maxlen
+        self._batch_size = batch_size
+        self._retry_budget_s = retry_budget_s
+        self._buffer: List[Tuple[FraudAlert, int]] = []
+        self._client: Any = None
 
-    def _connected(self, client: Any) -> None:
-        self._script = client.register_script(ALERT_SCRIPT)
+    def setup(self) -> None:
+        self._client = self._target.connect()
+        self._script = self._client.register_script(ALERT_SCRIPT)
+        call_with_backoff(self._client.ping, what="setup PING", table=TABLE, budget_s=self._retry_budget_s)
+
+    def start_bundle(self) -> None:
+        self._buffer = []
 
     def process(self, alert: FraudAlert) -> None:
-        self._add((alert, int(time.time() * 1_000_000)))
+        self._buffer.append((alert, int(time.time() * 1_000_000)))
+        if len(self._buffer) >= self._batch_size:
+            self._flush()
 
-    def _describe(self, batch: Sequence[Tuple[FraudAlert, int]]) -> str:
-        return f"batch of {len(batch)} (first {batch[0][0].alert_id})"
+    def finish_bundle(self) -> None:
+        self._flush()
 
-    def _send(self, pipe: Any, batch: Sequence[Tuple[FraudAlert, int]]) -> None:
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _execute(self, batch: Sequence[Tuple[FraudAlert, int]]) -> List[Any]:
+        pipe = self._client.pipeline(transaction=False)
         for alert, detected_at_us in batch:
             keys, args = script_call(self._keys, alert, detected_at_us, self._ttl_s, self._maxlen)
             self._script(keys=keys, args=args, client=pipe)
+        return list(pipe.execute())
 
-    def _sent(
-        self, batch: Sequence[Tuple[FraudAlert, int]], results: List[Any], started: float
-    ) -> Sequence[Any]:
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        started = time.monotonic()
+        results = call_with_backoff(
+            lambda: self._execute(batch),
+            what=f"{TABLE} batch of {len(batch)} (first {batch[0][0].alert_id})",
+            table=TABLE,
+            budget_s=self._retry_budget_s,
+        )
         record_write(TABLE, len(batch), started, [alert.crossing_txn_time_us for alert, _ in batch])
         new = sum(1 for r in results if r == 1)
         if new < len(batch):  # replayed after a restore, or a retried write that had landed
             telemetry.count("sink_rows_present", len(batch) - new, table=TABLE)
         _LOG.debug("redis alerts: %d written, %d already present", new, len(batch) - new)
-        return ()
 
 
 class WriteAlertsToRedis(beam.PTransform):

@@ -1,14 +1,10 @@
-"""The Redis client of the sinks: where Redis is, how a call is retried, and a
-DoFn base that buffers a bundle's items and sends them in one pipelined round trip.
+"""The Redis client of the sinks: where Redis is, and how a call is retried.
 
 * ``RedisTarget``: a ``redis://`` or ``rediss://`` URL and a file holding the password
   (read on the worker: no secret enters the serialised graph).
 * ``call_with_backoff``: a call retried on ``RETRYABLE_ERRORS`` with exponential backoff
   for up to ``DEFAULT_RETRY_BUDGET_S``, each failed try counted in ``sink_errors``; then
   the bundle fails and the runner retries it, so nothing is lost.
-* ``BatchedRedisFn``: connect and ``PING`` in ``setup()``, buffer in ``process``, send a
-  batch when ``batch_size`` wait and at the bundle's end (``_send``), each batch under
-  ``call_with_backoff``. The alert sink (``transforms/sinks/redis_alerts.py``) is built on it.
 """
 
 from __future__ import annotations
@@ -16,10 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Callable, List, Optional, Tuple, Type, TypeVar
 from urllib.parse import urlsplit
-
-import apache_beam as beam
 
 try:
     import redis
@@ -40,7 +34,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from transforms import telemetry
 
 __all__ = [
-    "BatchedRedisFn",
     "DEFAULT_RETRY_BUDGET_S",
     "FATAL_ERRORS",
     "RETRYABLE_ERRORS",
@@ -161,76 +154,3 @@ def call_with_backoff(
             )
             sleep(delays[attempt])
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-class BatchedRedisFn(beam.DoFn):
-    """Items buffered per bundle and sent in pipelined batches; see the module docstring.
-
-    A subclass gives ``table`` (the label of its counters), ``_send(pipe, batch)`` (queue
-    a batch's commands on a pipeline) and ``_sent(batch, results, started)`` (what the
-    batch's replies mean, ``started`` being when the send began; what it returns is
-    emitted).
-    """
-
-    table = ""
-
-    def __init__(self, target: RedisTarget, batch_size: int, retry_budget_s: float) -> None:
-        self._target = target
-        self._batch_size = batch_size
-        self._retry_budget_s = retry_budget_s
-        self._buffer: List[Any] = []
-        self._client: Optional[redis.Redis] = None
-
-    def setup(self) -> None:
-        self._client = self._target.connect()
-        self._connected(self._client)
-        # One cheap call: a wrong password or URL fails here, before any bundle.
-        call_with_backoff(
-            self._client.ping, what="setup PING", table=self.table, budget_s=self._retry_budget_s
-        )
-
-    def _connected(self, client: redis.Redis) -> None:
-        """Called once the client exists (e.g. to register a script)."""
-
-    def start_bundle(self) -> None:
-        self._buffer = []
-
-    def _add(self, item: Any) -> Sequence[Any]:
-        self._buffer.append(item)
-        return self._flush() if len(self._buffer) >= self._batch_size else ()
-
-    def finish_bundle(self) -> Any:
-        return self._flush() or None
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _send(self, pipe: Any, batch: Sequence[Any]) -> None:
-        raise NotImplementedError
-
-    def _sent(self, batch: Sequence[Any], results: List[Any], started: float) -> Sequence[Any]:
-        raise NotImplementedError
-
-    def _describe(self, batch: Sequence[Any]) -> str:
-        return f"batch of {len(batch)}"
-
-    def _execute(self, batch: Sequence[Any]) -> List[Any]:
-        assert self._client is not None
-        pipe = self._client.pipeline(transaction=False)
-        self._send(pipe, batch)
-        return list(pipe.execute())
-
-    def _flush(self) -> Sequence[Any]:
-        if not self._buffer:
-            return ()
-        batch, self._buffer = self._buffer, []
-        started = time.monotonic()
-        results = call_with_backoff(
-            lambda: self._execute(batch),
-            what=f"{self.table} {self._describe(batch)}",
-            table=self.table,
-            budget_s=self._retry_budget_s,
-        )
-        return self._sent(batch, results, started)
