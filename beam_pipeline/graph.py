@@ -14,8 +14,7 @@ streaming driver otherwise (``transforms/streaming.py``). ``read_source`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
@@ -26,33 +25,20 @@ from beam_pipeline.sources import FileLines, SimulatedPayloads
 from kernels.masking import KeySource
 from kernels.parse import RawPayload
 from kernels.rules import rules_from_options
-from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert
-from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
+from schemas.records import DeadLetter
 from simulator.generator import GeneratorConfig
 from transforms.batch import BatchPayments
 from transforms.sinks import Sink, open_warehouse
-from transforms.steps import EngineSettings
+from transforms.steps import EngineSettings, PaymentOutputs
 from transforms.streaming import StreamingPayments
 
 __all__ = [
-    "GraphOutputs",
     "build_graph",
     "read_source",
     "simulator_config",
     "sinks",
     "write_outputs",
 ]
-
-
-@dataclass
-class GraphOutputs:
-    transactions: beam.PCollection[EnrichedTransaction]
-    alerts: beam.PCollection[FraudAlert]
-    dead_letters: beam.PCollection[DeadLetter]
-
-    def tables(self) -> Dict[str, beam.PCollection[Any]]:
-        """The outputs by the table they fill: what every sink takes."""
-        return {TRANSACTIONS: self.transactions, ALERTS: self.alerts, DEAD_LETTERS: self.dead_letters}
 
 
 def use_batch_driver(raw: beam.PCollection[RawPayload], opts: PaystreamOptions) -> bool:
@@ -71,13 +57,12 @@ def build_graph(
     key: Optional[bytes] = None,
     key_path: Optional[str] = None,
     check_key: bool = True,
-) -> GraphOutputs:
+) -> PaymentOutputs:
     """Raw payloads -> enriched rows, alerts, dead letters, by the batch or the streaming
     driver (``use_batch_driver``)."""
     driver = BatchPayments if use_batch_driver(raw, opts) else StreamingPayments
     keys = KeySource(key, key_path, check_key)
-    out = raw | "Payments" >> driver(rules_from_options(opts), keys, EngineSettings.from_options(opts))
-    return GraphOutputs(transactions=out.transactions, alerts=out.alerts, dead_letters=out.dead_letters)
+    return raw | "Payments" >> driver(rules_from_options(opts), keys, EngineSettings.from_options(opts))
 
 
 def simulator_config(opts: PaystreamOptions) -> GeneratorConfig:
@@ -125,7 +110,7 @@ def sinks(opts: PaystreamOptions) -> List[Sink]:
     return chosen
 
 
-def write_outputs(outputs: GraphOutputs, opts: PaystreamOptions) -> List[beam.PCollection[DeadLetter]]:
+def write_outputs(outputs: PaymentOutputs, opts: PaystreamOptions) -> List[beam.PCollection[DeadLetter]]:
     """Every sink of the run gets the tables it writes; returned: the dead letters of the
     sinks that can refuse a row (each has written its own already)."""
     tables = outputs.tables()

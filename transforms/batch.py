@@ -25,7 +25,7 @@ from typing import Any, Iterable, List, Tuple
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from kernels.books import Pending, SeenIds, decide_in_order, read_order
+from kernels.books import Pending, SeenIds, check_ids, decide_in_order, read_order
 from kernels.parse import RawPayload
 from kernels.rules import Rules
 from schemas.records import EnrichedTransaction
@@ -37,8 +37,8 @@ from transforms.steps import (
     EngineSettings,
     ParseStepFn,
     PaymentsDriver,
-    checked_ids,
     decided_outputs,
+    id_check_outputs,
 )
 
 __all__ = ["CHUNK", "BatchPayments"]
@@ -97,7 +97,7 @@ class _CheckIdsFn(beam.DoFn):
 
     def process(self, group: Tuple[int, List[EnrichedTransaction]]) -> Iterable[Any]:
         rows = sorted(group[1], key=read_order)
-        yield from checked_ids(SeenIds(), rows, self._horizon_us)
+        yield from id_check_outputs(*check_ids(SeenIds(), rows, self._horizon_us))
 
 
 class BatchPayments(PaymentsDriver):

@@ -35,14 +35,13 @@ from kernels.books import (
     DUPLICATE,
     NEW,
     Pending,
-    SeenIds,
-    check_ids,
     conflict_letter,
 )
 from kernels.masking import KeySource, Tokenizer, mask_transaction
 from kernels.parse import MAX_FUTURE_SKEW_S, RawPayload, parse_or_dead_letter, payload_size
 from kernels.rules import Rule, Rules, as_rules, kind_of
 from schemas.records import DeadLetter, EnrichedTransaction, FraudAlert, SourceRef, Transaction
+from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
 from transforms import telemetry
 from transforms.progress import bump
 
@@ -55,7 +54,7 @@ __all__ = [
     "ParseStepFn",
     "PaymentOutputs",
     "PaymentsDriver",
-    "checked_ids",
+    "id_check_outputs",
     "decided_outputs",
 ]
 
@@ -68,6 +67,10 @@ class PaymentOutputs(NamedTuple):
     transactions: beam.PCollection[EnrichedTransaction]
     alerts: beam.PCollection[FraudAlert]
     dead_letters: beam.PCollection[DeadLetter]
+
+    def tables(self) -> Dict[str, beam.PCollection[Any]]:
+        """The outputs by the table they fill: what every sink takes."""
+        return {TRANSACTIONS: self.transactions, ALERTS: self.alerts, DEAD_LETTERS: self.dead_letters}
 
 
 @dataclass(frozen=True)
@@ -248,17 +251,18 @@ def decided_outputs(decided: Iterable[Tuple[str, Any, Any, Any]], counts: Decide
             yield TaggedOutput(DEAD_LETTER_TAG, conflict_letter(txn, " on this account"))
 
 
-def checked_ids(ids: SeenIds, rows: Iterable[EnrichedTransaction], horizon_us: int) -> Iterator[Any]:
-    """The body of the id check: the rows to store, then a dead letter (tagged) for each
-    row whose transaction id was stored for another account; counted."""
-    kept, again, conflicts = check_ids(ids, rows, horizon_us)
+def id_check_outputs(
+    kept: List[EnrichedTransaction], again: int, conflicts: List[EnrichedTransaction]
+) -> Iterator[Any]:
+    """The body of the id check, over ``kernels.books.check_ids``'s verdicts: the rows to
+    store, then a dead letter (tagged) for each row whose transaction id was stored for
+    another account; counted."""
     yield from kept
     for row in conflicts:
         yield TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
-    if again:
-        telemetry.count("duplicates_dropped", again)
-    if conflicts:
-        telemetry.count("dead_letters", len(conflicts), stage="dedup", reason="conflicting_duplicate")
+    counts = DecideCounts()
+    counts.duplicates, counts.conflicts = again, len(conflicts)
+    counts.flush()
 
 
 class PaymentsDriver(beam.PTransform):

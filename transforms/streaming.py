@@ -47,7 +47,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from kernels.books import AccountBook, Pending, SeenIds, decide_each
+from kernels.books import AccountBook, Pending, SeenIds, check_ids, decide_each
 from kernels.parse import RawPayload
 from kernels.rules import Rules
 from schemas.records import EnrichedTransaction
@@ -59,8 +59,8 @@ from transforms.steps import (
     EngineSettings,
     ParseStepFn,
     PaymentsDriver,
-    checked_ids,
     decided_outputs,
+    id_check_outputs,
 )
 
 __all__ = ["StreamingPayments"]
@@ -376,13 +376,11 @@ class _IdsFn(beam.DoFn):
         if ids is None:
             ids = SeenIds()
             expiry.set(Timestamp(micros=element[1][0].txn.event_time_us + self._horizon_us))
-        seen, stored = ids.seen, {}
-        for out in checked_ids(ids, element[1], self._horizon_us):
-            if type(out) is not TaggedOutput:
-                stored[out.txn.transaction_id] = seen[out.txn.transaction_id]
-            yield out
-        changes = (stored, ids.clock_us)
+        kept, again, conflicts = check_ids(ids, element[1], self._horizon_us)
+        seen = ids.seen
+        changes = ({r.txn.transaction_id: seen[r.txn.transaction_id] for r in kept}, ids.clock_us)
         _IDS_LEDGER.write(key, ids, changes, token, token_state, log)
+        yield from id_check_outputs(kept, again, conflicts)
 
     @on_timer(EXPIRY)
     def expire(
