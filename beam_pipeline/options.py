@@ -249,7 +249,7 @@ class PaystreamOptions(PipelineOptions):
             "--bq_batch_size",
             type=int,
             default=500,
-            help="rows per streaming insert request (default 500, at most 10000)",
+            help="rows per streaming insert request, and ids per lookup of the stored payments (default 500, at most 10000)",
         )
         bq.add_argument(
             "--bq_emulator_host",

@@ -24,6 +24,7 @@ from beam_pipeline.kafka import KafkaRun, NothingToRead
 from beam_pipeline.options import PaystreamOptions
 from beam_pipeline.runner_setup import make_runner, quiet_gc, runner_setup
 from transforms import telemetry
+from transforms.sinks import open_warehouse
 
 __all__ = ["NothingToRead", "RunOutcome", "run"]
 
@@ -63,13 +64,16 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
             check_key=not setup.remote,
         )
         write_outputs(outputs, opts)
+        before = None
+        if (opts.summary or opts.summary_json) and not setup.remote:
+            before = open_warehouse(opts.warehouse).row_counts()  # what the run adds to
         result = _run_to_end(pipeline, total)
         if kafka is not None:
             kafka.commit()
     elapsed = time.monotonic() - started
     if opts.metrics_port is not None and opts.metrics_linger_s > 0:
         time.sleep(opts.metrics_linger_s)  # let a scraper collect the final values
-    summary = report(result, opts, truth, elapsed, setup.label)
+    summary = report(result, opts, truth, elapsed, setup.label, before)
     return RunOutcome(result=result, elapsed_s=elapsed, summary=summary)
 
 

@@ -10,6 +10,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline.options import PaystreamOptions
+from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
 from transforms.sinks import open_warehouse
 
 __all__ = ["build_summary", "counters", "ground_truth", "print_summary", "report", "score_alerts"]
@@ -57,8 +58,14 @@ def score_alerts(alerts: List[Tuple[str, int, int]], bursts: List[Any]) -> Dict[
 
 
 def build_summary(
-    result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float
+    result: PipelineResult,
+    opts: PaystreamOptions,
+    truth: Any,
+    elapsed_s: float,
+    before: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
+    """The run's figures from its counters; with the warehouse readable here, its tables
+    read back, and (``before``: rows per table before the run) what each gained."""
     c = counters(result)
     dead: Dict[str, int] = {}
     for k, v in c.items():  # dead_letters.<reason>.<stage>
@@ -70,8 +77,9 @@ def build_summary(
         "elapsed_s": round(elapsed_s, 2),
         "payments_read": c.get("payments_in", 0),
         "payments_valid": c.get("payments_valid", 0),
-        "payments_unique": c.get("payments_unique", 0),
-        "duplicates_dropped": c.get("duplicates_dropped", 0),
+        "payments_unique": c.get("payments_unique", 0),  # new to the books
+        "payments_stored": c.get(f"sink_rows.{TRANSACTIONS}", 0),  # rows the warehouse took
+        "duplicates_dropped": c.get("duplicates_dropped", 0),  # by the books and the warehouse
         "dead_letters_by_reason": dict(sorted(dead.items())),
         "dead_letters": sum(dead.values()),
         "alerts_raised": sum(v for k, v in c.items() if k.startswith("fraud_alerts.")),  # by rule
@@ -79,12 +87,19 @@ def build_summary(
         "warehouse": opts.warehouse,
         "velocity_window_s": opts.velocity_window_s,
     }
+    # every payload read is exactly one of: a stored row, a dead letter, a counted duplicate
+    summary["accounted"] = summary["payments_read"] == (
+        summary["payments_stored"] + summary["dead_letters"] + summary["duplicates_dropped"]
+    )
     if elapsed_s > 0:
         summary["payments_per_s"] = round(summary["payments_read"] / elapsed_s, 1)
     valid_ids = set(truth.valid_transaction_ids) if truth is not None else None
     facts = open_warehouse(opts.warehouse).facts(valid_ids)
     if facts is not None:
         summary["warehouse_rows"] = facts["rows"]
+        if before is not None:
+            summary["tables_gained"] = {t: n - before.get(t, 0) for t, n in facts["rows"].items()}
+            summary["tables_match"] = summary["tables_gained"] == _expected_gains(summary, c)
         summary["alerts_by_rule"] = facts["alerts_by_rule"]
         summary["top_accounts"] = [
             {"account_id": a, "alerts": n, "max_in_window": m} for a, n, m in facts["top_accounts"]
@@ -101,6 +116,20 @@ def build_summary(
     return summary
 
 
+def _expected_gains(summary: Dict[str, Any], c: Dict[str, int]) -> Dict[str, int]:
+    """What the run's own figures say each table gained: the stored payments; the alerts
+    and dead letters raised, less those a replay found already there."""
+
+    def present(table: str) -> int:
+        return c.get(f"sink_rows_present.{table}", 0)
+
+    return {
+        TRANSACTIONS: summary["payments_stored"],
+        ALERTS: summary["alerts_raised"] - present(ALERTS),
+        DEAD_LETTERS: summary["dead_letters"] - present(DEAD_LETTERS),
+    }
+
+
 def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
     w = out.write
     w("\n=== paystream run summary ===\n")
@@ -111,13 +140,17 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
         + (f", {s['payments_per_s']:,.0f} payments/s" if "payments_per_s" in s else "")
         + ")\n"
     )
-    w(f"payments read       {s['payments_read']}\n")
-    w(f"valid               {s['payments_valid']}\n")
+    w(f"payments read       {s['payments_read']}  (valid {s['payments_valid']})\n")
+    w(f"stored              {s['payments_stored']}\n")
     w(f"duplicates dropped  {s['duplicates_dropped']}\n")
-    w(f"unique stored       {s['payments_unique']}\n")
     w(f"dead letters        {s['dead_letters']}\n")
     for reason, n in s["dead_letters_by_reason"].items():
         w(f"  {reason:<22}{n}\n")
+    if s["accounted"]:
+        w("accounted for       every payment read: stored, dead-lettered or a duplicate\n")
+    else:
+        counted = s["payments_stored"] + s["dead_letters"] + s["duplicates_dropped"]
+        w(f"accounted for       {counted} of {s['payments_read']} read  <-- MISMATCH\n")
     by_rule = s.get("alerts_by_rule") or {}
     kinds = f" ({', '.join(f'{k} {n}' for k, n in by_rule.items())})" if len(by_rule) > 1 else ""
     w(f"fraud alerts        {s['alerts_raised']}{kinds}\n")
@@ -159,6 +192,11 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
             + ", ".join(f"{t} {n}" for t, n in s["warehouse_rows"].items())
             + ")\n"
         )
+        if "tables_gained" in s:
+            gained = ", ".join(f"{t} +{n}" for t, n in s["tables_gained"].items())
+            w(
+                f"this run added      {gained}{'' if s['tables_match'] else '  <-- MISMATCH with the counts'}\n"
+            )
         w(
             f"query it            python -m beam_pipeline.query --warehouse {s['warehouse']} "
             '"SELECT * FROM v_dead_letters_by_reason"\n'
@@ -188,12 +226,17 @@ def ground_truth(opts: PaystreamOptions) -> Tuple[Any, Optional[int]]:
 
 
 def report(
-    result: PipelineResult, opts: PaystreamOptions, truth: Any, elapsed_s: float, runner: str
+    result: PipelineResult,
+    opts: PaystreamOptions,
+    truth: Any,
+    elapsed_s: float,
+    runner: str,
+    before: Optional[Dict[str, int]] = None,
 ) -> Optional[Dict[str, Any]]:
     """The summary, printed (``--summary``) and written (``--summary_json``) as asked."""
     if not (opts.summary or opts.summary_json):
         return None
-    summary = build_summary(result, opts, truth, elapsed_s)
+    summary = build_summary(result, opts, truth, elapsed_s, before)
     summary["runner"] = runner
     if opts.summary:
         print_summary(summary)

@@ -1,15 +1,27 @@
 """The books: what paystream remembers of an account and of transaction ids, and each
-payment decided by them, in the order read, in one call.
+payment decided by them, in one call.
 
     AccountBook.decide(payment, ...)  ->  (verdict, enriched row, alerts)
 
-An account's payments are decided in the order they are read. The producer keys every
-record by its account (``simulator/producer.py``), so one account's payments share a
-Kafka partition and are read in its order: a replay reads them in the same order and
-gives the same rows, the same alerts and the same alert ids. A batch run decides them in
-that order too (sorted by where they were read: partition and offset, or file and line),
-through the same ``AccountBook`` (``transforms/batch.py``), so both drivers give equal
-results.
+**The order of decisions.** A book decides its account's payments one after another;
+which order depends on the run:
+
+* **A streaming run** decides them in the order they arrive (``decide_each``). The
+  producer keys every record by its account (``simulator/producer.py``), so one
+  account's payments share a Kafka partition and arrive in its order: a replay gives the
+  same rows, alerts and alert ids. A payment that arrives late is judged by the rules'
+  lateness (``--allowed_lateness_s``), and an id is remembered for ``horizon_us`` of
+  event time.
+* **A bounded run** (the batch driver) decides them in event-time order
+  (``decide_in_event_time``; ``event_order``: ties by transaction id, then content, then
+  read order), with a horizon that never forgets (``FOREVER``): nothing is late, every
+  copy in the input is caught, and the answer depends on the input, not on the order of
+  its lines.
+
+The two give the same tables when each account's payments are read in event-time order
+(no two of one account at the same time, but copies), every copy of an id comes within
+the horizon, and a transaction id used by another account is read after the first use
+(``tests/test_batch_paths.py``).
 
 What one payment does, in order (``AccountBook.decide``):
 
@@ -18,7 +30,8 @@ What one payment does, in order (``AccountBook.decide``):
   is a duplicate, dropped and counted; a different one is a conflict, which goes to the
   dead letters. A copy of an id seen on *another* account is caught by the id check, a
   ``SeenIds`` per group of transaction ids that marks each id with its account
-  (``check_ids``).
+  (``check_ids``). A copy the books have forgotten is caught where the rows are written
+  (``settle_against_stored``).
 * **Features.** ``kernels.features.features`` against the payments decided before it
   (the history restarts after ``history_ttl_us`` of event time without payments).
 * **Rules.** Every fraud rule of the run counts the payment into its state of the
@@ -29,13 +42,12 @@ What one payment does, in order (``AccountBook.decide``):
 
 Nothing waits for the watermark: rows and alerts leave the step as soon as the payment
 is decided. The watermark only frees memory: the streaming driver drops an account's
-book once the watermark is ``idle_after_us`` past its clock (a batch run never drops
-one; the two differ only for a payment that arrives after its account was idle that
-long).
+book once the watermark is ``idle_after_us`` past its clock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
 
@@ -53,14 +65,23 @@ __all__ = [
     "AccountBook",
     "Pending",
     "SeenIds",
+    "FOREVER",
     "check_ids",
     "conflict_letter",
+    "content_of",
+    "settle_against_stored",
+    "stored_conflict_letter",
     "decide_each",
+    "decide_in_event_time",
     "decide_in_order",
+    "event_order",
+    "id_mark",
     "read_order",
+    "row_event_order",
 ]
 
 _US = 1_000_000
+FOREVER = 2**62  # a horizon that never forgets: a bounded run's dedup covers its whole input
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
 DEDUP_SCOPES = ("global", "account")  # where a copy of a transaction id is looked for
 
@@ -184,7 +205,7 @@ class AccountBook:
         verdict = self.ids.check(txn.transaction_id, fingerprint, at, horizon_us)
         if verdict is not NEW:
             return verdict, None, ()
-        if at > clock and len(self.ids.seen) > 16:
+        if at > clock and len(self.ids.seen) > 16 and horizon_us < FOREVER:
             self.ids.prune(horizon_us)  # an account's few ids; the id check prunes by its timer
         history = self.history
         if history.last_event_time_us is not None and at - history.last_event_time_us > history_ttl_us:
@@ -234,7 +255,8 @@ def decide_in_order(
     history_ttl_us: int,
 ) -> Iterator[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Tuple[FraudAlert, ...]]]:
     """A complete list decided by fresh books in the order read (``SourceRef``: partition
-    and offset, or file and line), whatever the list's order: what the batch driver does."""
+    and offset, or file and line), whatever the list's order: what the streaming driver
+    does with payments that arrive in the order read."""
     return decide_each({}, sorted(records, key=read_order), rules, horizon_us, history_ttl_us)
 
 
@@ -243,23 +265,117 @@ def read_order(record: Tuple[Any, ...]) -> Any:
     return record[0].source
 
 
+def event_order(record: Tuple[MaskedTransaction, str]) -> Tuple[Any, ...]:
+    """A (payment, fingerprint) pair's place in a bounded run: event time, then transaction
+    id, then content (the fingerprint), then where it was read. Only exact copies tie up
+    to the last, and they give the same row: the order of the lines changes nothing."""
+    txn = record[0]
+    return txn.event_time_us, txn.transaction_id, record[1], txn.source
+
+
+def row_event_order(row: EnrichedTransaction) -> Tuple[Any, ...]:
+    """A row's place in a bounded run's id check: event time, transaction id, account,
+    where it was read (a transaction id reaches the id check once per account)."""
+    txn = row.txn
+    return txn.event_time_us, txn.transaction_id, txn.account_id, txn.source
+
+
+def decide_in_event_time(
+    records: Iterable[Tuple[MaskedTransaction, str]], rules: Rules, history_ttl_us: int
+) -> Iterator[Tuple[str, MaskedTransaction, Optional[EnrichedTransaction], Tuple[FraudAlert, ...]]]:
+    """A complete list decided by fresh books in event-time order (``event_order``),
+    remembering every id (``FOREVER``): what the batch driver does with a bounded input."""
+    return decide_each({}, sorted(records, key=event_order), rules, FOREVER, history_ttl_us)
+
+
 def check_ids(
     ids: SeenIds, rows: Iterable[EnrichedTransaction], horizon_us: int
-) -> Tuple[List[EnrichedTransaction], int, List[EnrichedTransaction]]:
-    """(rows to store, copies seen again, conflicts) for rows checked in this order
-    against ids marked by their account: an id stored for another account is a
-    conflict; for the same account (a replay after the account's book was dropped) it
-    is not stored again."""
+) -> Tuple[List[EnrichedTransaction], int, List[Tuple[EnrichedTransaction, str]]]:
+    """(rows to store, copies seen again, conflicts with where they conflict) for rows
+    checked in this order against ids marked by their account and content
+    (``id_mark``): an id stored for another account, or for this account with other
+    content (a copy its account's book had forgotten), is a conflict; with the same
+    account and content it is a copy, not stored again (a replay after the account's
+    book was dropped)."""
     kept: List[EnrichedTransaction] = []
-    conflicts: List[EnrichedTransaction] = []
+    conflicts: List[Tuple[EnrichedTransaction, str]] = []
     again = 0
+    seen = ids.seen
     for row in rows:
         txn = row.txn
-        verdict = ids.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon_us)
+        mark = id_mark(txn)
+        verdict = ids.check(txn.transaction_id, mark, txn.event_time_us, horizon_us)
         if verdict is NEW:
             kept.append(row)
         elif verdict is DUPLICATE:
             again += 1
         else:
-            conflicts.append(row)
+            first = seen[txn.transaction_id][0]
+            if first == txn.account_id:  # marked by its account alone (a book of an older version)
+                again += 1
+                continue
+            same_account = first.partition(_MARK_SEP)[0] == txn.account_id
+            conflicts.append((row, " on this account" if same_account else " for another account"))
     return kept, again, conflicts
+
+
+_MARK_SEP = "\x1f"
+
+
+def id_mark(txn: MaskedTransaction) -> str:
+    """How the id check marks a transaction id: the account, and a digest of the content."""
+    digest = hashlib.blake2b(repr(content_of(txn)).encode(), digest_size=8).hexdigest()
+    return f"{txn.account_id}{_MARK_SEP}{digest}"
+
+
+# --- the warehouse's own check --------------------------------------------------------
+# The books forget an id after the horizon; the warehouse does not. Every payment row is
+# settled against the rows the table holds before it is written, on what its content
+# fingerprint covers (``kernels.parse``): the same content is a copy, counted; other
+# content a conflict, dead-lettered.
+
+Content = Tuple[str, int, str, str, str, str, int]
+
+
+def content_of(txn: MaskedTransaction) -> Content:
+    """What tells an exact copy from a conflicting one: the fields the payment's
+    fingerprint hashes, but for its id (``kernels.parse._fingerprint``), all stored in
+    ``payment_transactions``."""
+    return (
+        txn.account_id,
+        txn.amount_minor,
+        txn.currency,
+        txn.merchant_id,
+        txn.merchant_category,
+        txn.country,
+        txn.event_time_us,
+    )
+
+
+def settle_against_stored(
+    rows: Iterable[EnrichedTransaction], stored: Dict[str, Content]
+) -> Tuple[List[EnrichedTransaction], int, List[EnrichedTransaction]]:
+    """(rows to write, exact copies, conflicts) for rows about to be written to a table
+    that holds ``stored`` (transaction id -> ``content_of`` its row), in this order; the
+    rows to write are added to ``stored``, so a second copy in ``rows`` is settled
+    against the first."""
+    new: List[EnrichedTransaction] = []
+    conflicts: List[EnrichedTransaction] = []
+    copies = 0
+    for row in rows:
+        txn = row.txn
+        content = content_of(txn)
+        first = stored.get(txn.transaction_id)
+        if first is None:
+            stored[txn.transaction_id] = content
+            new.append(row)
+        elif first == content:
+            copies += 1
+        else:
+            conflicts.append(row)
+    return new, copies, conflicts
+
+
+def stored_conflict_letter(txn: MaskedTransaction) -> DeadLetter:
+    """The dead letter of a row whose id the warehouse holds with other content."""
+    return conflict_letter(txn, " in the warehouse (beyond the dedup horizon)")

@@ -1,9 +1,19 @@
 """Features a fraud model would use, from an account's history before each payment.
 
 ``features(payment, history)`` gives the enriched row; ``AccountHistory`` is what an
-account's book keeps for it (``kernels/books.py``): the last payment time and the last
-``HISTORY_SIZE`` amounts with their rolling sum. Each feature is documented in
-``schemas/bigquery/payment_transactions.json``.
+account's book keeps for it (``kernels/books.py``): the latest payment time and the last
+``HISTORY_SIZE`` payments decided (their times, and their amounts with a rolling sum).
+Each feature is documented in ``schemas/bigquery/payment_transactions.json``.
+
+"Before" is the order the book decides in: event-time order in a bounded run, arrival
+order in a streaming run. A payment that arrives after a later-dated one (out of order)
+is measured against what was decided before it, and never gets a negative gap:
+
+* ``seconds_since_prev_txn``: seconds from the latest of the last ``HISTORY_SIZE``
+  payments dated at or before it; NULL when none is (the account's first payment, or a
+  payment older than all of them).
+* ``recent_txn_count``, ``amount_to_recent_mean``: over the last ``HISTORY_SIZE``
+  payments decided before it.
 """
 
 from __future__ import annotations
@@ -41,30 +51,41 @@ def merchant_category_risk(mcc: str) -> float:
 
 
 class AccountHistory:
-    """What we remember of an account: its last payment time and recent amounts.
+    """What we remember of an account: its latest payment time, and the times and amounts
+    of its last ``HISTORY_SIZE`` payments.
 
-    The last ``HISTORY_SIZE`` amounts and their sum, kept as they change: each
-    payment costs the same however long the history (integers, so the sum is exact).
+    The amounts' sum is kept as they change: each payment costs the same however long
+    the history (integers, so the sum is exact).
     """
 
-    __slots__ = ("last_event_time_us", "recent_amounts", "recent_sum")
+    __slots__ = ("last_event_time_us", "recent_amounts", "recent_sum", "recent_times")
 
     def __init__(self) -> None:
         self.last_event_time_us: Optional[int] = None
         self.recent_amounts: Deque[int] = deque(maxlen=HISTORY_SIZE)
+        self.recent_times: Deque[int] = deque(maxlen=HISTORY_SIZE)
         self.recent_sum = 0
+
+    def previous_time_us(self, at: int) -> Optional[int]:
+        """The latest time of the recent payments dated at or before ``at``, if any."""
+        last = self.last_event_time_us
+        if last is None or last <= at:
+            return last  # in order: the latest of all
+        earlier = [t for t in self.recent_times if t <= at]
+        return max(earlier) if earlier else None
 
     def push(self, txn: MaskedTransaction) -> None:
         if self.last_event_time_us is None or txn.event_time_us >= self.last_event_time_us:
             self.last_event_time_us = txn.event_time_us
+        self.recent_times.append(txn.event_time_us)
         amounts = self.recent_amounts
         if len(amounts) == HISTORY_SIZE:
             self.recent_sum -= amounts[0]
         amounts.append(txn.amount_minor)
         self.recent_sum += txn.amount_minor
 
-    def __getstate__(self) -> Tuple[Optional[int], List[int]]:
-        return self.last_event_time_us, list(self.recent_amounts)
+    def __getstate__(self) -> Tuple[Optional[int], List[int], List[int]]:
+        return self.last_event_time_us, list(self.recent_amounts), list(self.recent_times)
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, dict):  # pickled before the rolling sum, as its fields
@@ -72,12 +93,15 @@ class AccountHistory:
         self.last_event_time_us = state[0]
         self.recent_amounts = deque(state[1], maxlen=HISTORY_SIZE)
         self.recent_sum = sum(self.recent_amounts)
+        # pickled before the times were kept: the latest stands for them
+        times = state[2] if len(state) > 2 else [t for t in (state[0],) if t is not None]
+        self.recent_times = deque(times, maxlen=HISTORY_SIZE)
 
 
 def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransaction:
     """The features of ``txn`` given the account's history *before* it."""
     n = len(history.recent_amounts)
-    last = history.last_event_time_us
+    last = history.previous_time_us(txn.event_time_us)
     return tuple.__new__(  # type: ignore[no-any-return]
         EnrichedTransaction,
         (

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.payment_transactions`
   hour_of_day_utc INT64 NOT NULL OPTIONS(description="Feature: hour of event_time in UTC, 0 to 23."),
   amount_to_recent_mean FLOAT64 OPTIONS(description="Feature: amount divided by the mean amount of the account's previous up to 20 payments in event-time order; NULL for the account's first payment."),
   recent_txn_count INT64 NOT NULL OPTIONS(description="Feature: how many previous payments of the account (0 to 20) the mean in amount_to_recent_mean used; 0 for the first payment."),
-  seconds_since_prev_txn FLOAT64 OPTIONS(description="Feature: event-time gap in seconds to the account's previous payment; NULL for the account's first payment."),
+  seconds_since_prev_txn FLOAT64 OPTIONS(description="Feature: seconds from the latest of the account's last 20 payments decided before it and dated at or before it (never negative); NULL when there is none. A bounded run decides in event-time order, a streaming run in arrival order."),
   cross_border BOOL OPTIONS(description="Feature: TRUE when card_country differs from the merchant country, FALSE when equal, NULL when card_country is unknown."),
   merchant_category_risk FLOAT64 NOT NULL OPTIONS(description="Feature: static risk score of the merchant category code, from 0 (low) to 1 (high)."),
   source_topic STRING OPTIONS(description="Kafka topic the message was read from (or the input file name for file replays); NULL when unknown."),

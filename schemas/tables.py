@@ -310,13 +310,15 @@ def duckdb_insert_select_sql(
     *,
     ignore_duplicates: bool = True,
     expressions: Mapping[str, str] | None = None,
+    returning: str | None = None,
 ) -> str:
     """INSERT of every row of ``relation`` (a table, view or registered Arrow batch), each
     column cast to the table's DuckDB type: what the DuckDB sink executes
     (``transforms/sinks/duckdb_warehouse.py``).
 
     ``relation`` holds the columns by name; ``expressions`` gives the SQL that computes a
-    column from the relation's columns instead (e.g. ``amount`` from ``amount_minor``).
+    column from the relation's columns instead (e.g. ``amount`` from ``amount_minor``);
+    ``returning`` names a column whose value the statement returns for each row inserted.
     """
     spec = _table(name)
     if not _IDENTIFIER.match(relation):
@@ -328,7 +330,10 @@ def duckdb_insert_select_sql(
     casts = ", ".join(
         f"CAST({given.get(f.name, f.name)} AS {duckdb_type(f)}) AS {f.name}" for f in spec.fields
     )
-    return f"{_insert_verb(ignore_duplicates)} {spec.name} BY NAME SELECT {casts} FROM {relation}"
+    if returning is not None and returning not in spec.column_names:
+        raise ValueError(f"table {name}: no column {returning!r}")
+    tail = f" RETURNING {returning}" if returning else ""
+    return f"{_insert_verb(ignore_duplicates)} {spec.name} BY NAME SELECT {casts} FROM {relation}{tail}"
 
 
 def _insert_verb(ignore_duplicates: bool) -> str:

@@ -293,10 +293,13 @@ def test_copies_and_conflicts_through_the_whole_graph(tmp_path: Any, mode_args: 
         ("txn-y", " on this account"),
     ]
     rows, letters = _run_graph(tmp, mode_args, "account")
-    # Not caught: both copies leave as rows, and the warehouse keeps one per transaction id
-    # (its primary key), whichever was written first. Hence the global scope by default.
+    # Not caught by the books: both copies leave as rows; the warehouse keeps the first one
+    # written and dead-letters the other, whichever that is (hence the global scope by default)
     assert [t for t, _ in rows] == ["txn-x", "txn-y", "txn-z"]
-    assert [t for t, _ in letters] == ["txn-y"]
+    assert [(t, m.split(" with different content")[1]) for t, m in letters] == [
+        ("txn-x", " in the warehouse (beyond the dedup horizon)"),
+        ("txn-y", " on this account"),
+    ]
 
 
 def test_a_book_checkpointed_before_the_rule_seam_restores_with_its_velocity_state() -> None:
@@ -310,3 +313,23 @@ def test_a_book_checkpointed_before_the_rule_seam_restores_with_its_velocity_sta
     old.__setstate__((seen, history, states[0][0], states[0][1], clock))
     _, _, alert = decide(old, txn("t2", T0 + 2 * US), "f2")
     assert alert is not None and alert.transaction_ids == ("t0", "t1", "t2")
+
+
+def test_the_id_check_tells_a_forgotten_copy_from_a_conflict_on_its_account() -> None:
+    """A copy its account's book forgot reaches the id check: the same content is a copy
+    seen again; other content on the same account is a conflict there, not a copy."""
+    from kernels.books import check_ids
+    from kernels.features import AccountHistory, features
+
+    first = features(txn("t1", T0), AccountHistory())
+    copy = features(txn("t1", T0)._replace(source=first.txn.source._replace(offset=99)), AccountHistory())
+    other = features(txn("t1", T0)._replace(amount_minor=first.txn.amount_minor + 1), AccountHistory())
+    elsewhere = features(txn("t1", T0)._replace(account_id="acct-elsewhere"), AccountHistory())
+    ids = SeenIds()
+    kept, again, conflicts = check_ids(ids, [first, copy, other, elsewhere], HORIZON)
+    assert kept == [first] and again == 1
+    assert conflicts == [(other, " on this account"), (elsewhere, " for another account")]
+    # an id marked by an older version, with its account alone: a replay of its row
+    old = SeenIds()
+    old.seen["t1"], old.clock_us = (first.txn.account_id, T0), T0
+    assert check_ids(old, [other], HORIZON) == ([], 1, [])

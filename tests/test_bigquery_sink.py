@@ -7,6 +7,10 @@
 * The composite alone, on a row BigQuery rejects: it becomes a ``dead_letters`` row with
   BigQuery's own error, masked.
 * The streaming insert ids sent to BigQuery are the primary keys.
+* Payments are settled against the table: a second run's exact copy of a stored payment is
+  counted as a duplicate, a copy with other content becomes a ``conflicting_duplicate``
+  dead letter, and neither is written; a shard's payments are settled across its lookups,
+  and a streaming run (``TestStream``) settles each batch.
 """
 
 from __future__ import annotations
@@ -19,24 +23,32 @@ import re
 import subprocess
 import sys
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import duckdb
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from conftest_bigquery import PROJECT, BigQueryEmulator, bq_dataset, bq_emulator  # noqa: F401
 
 from kernels.masking import mask_text
 from kernels.parse import luhn_valid
 from schemas.records import EnrichedTransaction, MaskedTransaction, SourceRef
-from schemas.rows import transaction_row
-from schemas.tables import TABLES
+from schemas.rows import DEAD_LETTERS, TRANSACTIONS, transaction_row
+from schemas.tables import TABLES, bq_schema
 from transforms.sinks.bigquery import (
+    BigQuerySink,
+    BigQueryTarget,
     EmulatorClient,
+    SettleAgainstBigQuery,
     WriteTableToBigQuery,
     WriteToBigQueryWarehouse,
+    _SettleFn,
     emulator_client,
     insert_id,
     parse_bigquery_target,
@@ -223,7 +235,7 @@ def test_pipeline_wrote_no_raw_card_number(bq_emulator: BigQueryEmulator, both_r
 # The composite alone: a row BigQuery rejects, and the insert ids
 
 
-def _payment_row(transaction_id: str, **overrides: Any) -> Dict[str, Any]:
+def _payment(transaction_id: str, **fields: Any) -> EnrichedTransaction:
     txn = MaskedTransaction(
         transaction_id=transaction_id,
         account_id="acct-000001",
@@ -241,8 +253,11 @@ def _payment_row(transaction_id: str, **overrides: Any) -> Dict[str, Any]:
         event_time_us=1_795_000_000_000_000,
         source=SourceRef("payments", 3, 1234, "acct-000001"),
     )
-    enriched = EnrichedTransaction(txn, 10, None, 0, None, True, 0.2)
-    return {**transaction_row(enriched, 1_795_000_001_000_000), **overrides}
+    return EnrichedTransaction(txn._replace(**fields), 10, None, 0, None, True, 0.2)
+
+
+def _payment_row(transaction_id: str, **overrides: Any) -> Dict[str, Any]:
+    return {**transaction_row(_payment(transaction_id), 1_795_000_001_000_000), **overrides}
 
 
 class _RecordingClient(EmulatorClient):
@@ -331,3 +346,169 @@ def test_a_row_bigquery_rejects_becomes_a_masked_dead_letter(
     assert sorted(payments) == [("txn-bad", "txn-bad"), ("txn-good", "txn-good")]
     dead = [row_id for table, row_id, _ in sent if table.endswith(".dead_letters")]
     assert dead == [letter["dead_letter_id"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Payments settled against the table
+
+
+def _counters(result: Any) -> Dict[str, int]:
+    found = result.metrics().query(MetricsFilter().with_namespace("paystream"))["counters"]
+    return {c.key.metric.name: c.committed or c.attempted for c in found}
+
+
+def _sink_run(
+    target: BigQueryTarget, client: EmulatorClient, payments: List[EnrichedTransaction], out: str
+) -> Tuple[Dict[str, int], List[Any]]:
+    """``payments`` through the sink in one pipeline run: its counters, and the sink's dead
+    letters (written to ``out`` by the run: bundles may run anywhere)."""
+    p = beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))
+    tables = {
+        TRANSACTIONS: p | "Payments" >> beam.Create(payments),
+        DEAD_LETTERS: p | "Letters" >> beam.Create([]),
+    }
+    letters = tables | BigQuerySink(WriteToBigQueryWarehouse(target, test_client=client))
+    _ = (
+        letters
+        | beam.Map(lambda d: json.dumps([d.stage, d.reason, d.transaction_id, list(d.source)]))
+        | beam.io.WriteToText(out, shard_name_template="")
+    )
+    result = p.run()
+    result.wait_until_finish()
+    with open(out, encoding="utf-8") as handle:
+        return _counters(result), [json.loads(line) for line in handle]
+
+
+def test_payments_are_settled_against_what_the_table_holds(
+    bq_emulator: BigQueryEmulator,  # noqa: F811
+    bq_dataset: str,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """A second run's copies of stored payments, as the books let them through once the
+    horizon forgot their ids: an exact copy is counted, a copy with another amount is a
+    ``conflicting_duplicate`` dead letter; neither is written, a new payment is."""
+    target = parse_bigquery_target(f"bigquery:{PROJECT}:{bq_dataset}")
+    client = bq_emulator.client()
+    at = 1_795_000_000_123_456  # microseconds must survive the round trip
+    first = [
+        _payment("txn-a", event_time_us=at, amount_minor=1250, source=SourceRef("payments", 0, 10)),
+        _payment("txn-b", event_time_us=at + 1, amount_minor=999, source=SourceRef("payments", 1, 11)),
+        _payment("txn-c", event_time_us=at + 2, amount_minor=1, source=SourceRef("payments", 2, 12)),
+    ]
+    counters, letters = _sink_run(target, client, first, str(tmp_path / "letters-1"))
+    assert letters == []
+    assert counters.get("sink_rows.payment_transactions") == 3
+    assert not counters.get("duplicates_dropped") and not counters.get(
+        "sink_rows_present.payment_transactions"
+    )
+
+    copy = first[0]._replace(txn=first[0].txn._replace(source=SourceRef("payments", 0, 5010)))
+    conflict = first[1]._replace(
+        txn=first[1].txn._replace(amount_minor=1000, source=SourceRef("payments", 1, 5011))
+    )
+    new = _payment("txn-d", event_time_us=at + 3, source=SourceRef("payments", 2, 5012))
+    counters, letters = _sink_run(target, client, [copy, conflict, new], str(tmp_path / "letters-2"))
+
+    cloud = client.cloud()
+    stored = {
+        r["transaction_id"]: (r["amount"], r["source_offset"])
+        for r in cloud.list_rows(f"{PROJECT}.{bq_dataset}.payment_transactions")
+    }
+    assert len(list(cloud.list_rows(f"{PROJECT}.{bq_dataset}.payment_transactions"))) == 4
+    assert stored == {
+        "txn-a": (Decimal("12.50"), 10),
+        "txn-b": (Decimal("9.99"), 11),
+        "txn-c": (Decimal("0.01"), 12),
+        "txn-d": (Decimal("12.50"), 5012),
+    }
+    dead = [dict(r) for r in cloud.list_rows(f"{PROJECT}.{bq_dataset}.dead_letters")]
+    assert [(d["stage"], d["reason"], d["transaction_id"], d["source_offset"]) for d in dead] == [
+        ("dedup", "conflicting_duplicate", "txn-b", 5011)
+    ]
+    assert '"amount_minor": 1000' in dead[0]["masked_payload"]
+    assert letters == [["dedup", "conflicting_duplicate", "txn-b", ["payments", 1, 5011, None, None]]]
+    assert counters.get("duplicates_dropped") == 1
+    assert counters.get("dead_letters.conflicting_duplicate.dedup") == 1
+    assert counters.get("sink_rows_present.payment_transactions") == 2
+    assert counters.get("sink_rows.payment_transactions") == 1
+    assert counters.get("sink_rows.dead_letters") == 1
+
+
+class _Lookups:
+    """A ``google.cloud.bigquery.Client`` for the lookup alone: answers from ``rows`` and
+    notes the ids each query asked for."""
+
+    def __init__(self, rows: List[Dict[str, Any]]) -> None:
+        self.rows = rows
+        self.asked: List[List[str]] = []
+
+    def query(self, sql: str, job_config: Any) -> Any:
+        assert "IN UNNEST(@ids)" in sql
+        ids = list(job_config.query_parameters[0].values)
+        self.asked.append(ids)
+        return SimpleNamespace(result=lambda: [r for r in self.rows if r["transaction_id"] in ids])
+
+
+def test_a_shard_is_settled_across_its_lookups() -> None:
+    """A shard's payments are looked up ``batch_size`` at a time, each id once, and a copy is
+    settled against the first even when they fall in different lookups."""
+    at = 1_795_000_000_123_456
+    stored = {
+        "transaction_id": "txn-a",
+        "account_id": "acct-000001",
+        "amount": Decimal("12.500000000"),
+        "currency": "EUR",
+        "merchant_id": "m-00042",
+        "merchant_category": "5411",
+        "country": "DE",
+        "event_time": dt.datetime.fromtimestamp(at // 1_000_000, dt.UTC).replace(microsecond=at % 1_000_000),
+    }
+    a, x, y = (_payment(i, event_time_us=at) for i in ("txn-a", "txn-x", "txn-y"))
+    x_copy = x._replace(txn=x.txn._replace(source=SourceRef("payments", 3, 99)))
+    x_other = x._replace(txn=x.txn._replace(amount_minor=1, source=SourceRef("payments", 3, 100)))
+    fn = _SettleFn(parse_bigquery_target("bigquery:my-project:d"), 2, None)
+    fn._client = lookups = _Lookups([stored])
+    out = list(fn.process((7, [a, x, x_copy, y, x_other])))
+    assert lookups.asked == [["txn-a", "txn-x"], ["txn-y"]]
+    assert [o for o in out if isinstance(o, EnrichedTransaction)] == [x, y]
+    letters = [(o.tag, o.value.reason, o.value.source) for o in out if not isinstance(o, EnrichedTransaction)]
+    assert letters == [(SettleAgainstBigQuery.CONFLICTS, "conflicting_duplicate", x_other.txn.source)]
+
+
+def test_a_streaming_run_settles_each_batch(
+    bq_emulator: BigQueryEmulator,  # noqa: F811
+    bq_dataset: str,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """The streaming variant (``GroupIntoBatches``, flushed by time): batches looked up as
+    they come, copies within one batch settled against each other."""
+    from google.cloud import bigquery
+
+    cloud = bq_emulator.client().cloud()
+    table = f"{PROJECT}.{bq_dataset}.payment_transactions"
+    fields = [bigquery.SchemaField.from_api_repr(f) for f in bq_schema("payment_transactions")["fields"]]
+    cloud.create_table(bigquery.Table(table, schema=fields))
+    assert cloud.insert_rows_json(table, [_payment_row("txn-a"), _payment_row("txn-b")]) == []
+    out = str(tmp_path / "settled")
+
+    def note(record: Any, kind: str) -> None:
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps([kind, getattr(record, "txn", record).transaction_id]) + "\n")
+
+    events = (
+        TestStream()
+        .add_elements(
+            [_payment("txn-a", source=SourceRef("payments", 3, 7)), _payment("txn-b", amount_minor=5)]
+        )
+        .advance_processing_time(5)
+        .add_elements([_payment("txn-c"), _payment("txn-c", source=SourceRef("payments", 3, 9))])
+        .advance_processing_time(5)
+        .advance_watermark_to_infinity()
+    )
+    target = parse_bigquery_target(f"bigquery:{PROJECT}:{bq_dataset}")
+    with beam.Pipeline(options=PipelineOptions(["--streaming"])) as p:
+        settled = p | events | SettleAgainstBigQuery(target, test_client=bq_emulator.client())
+        settled.new | "New" >> beam.Map(note, "new")
+        settled[SettleAgainstBigQuery.CONFLICTS] | "Conflicts" >> beam.Map(note, "conflict")
+    with open(out, encoding="utf-8") as handle:
+        assert sorted(json.loads(line) for line in handle) == [["conflict", "txn-b"], ["new", "txn-c"]]

@@ -988,6 +988,7 @@ def test_duckdb_sink_executes_the_insert_sql_of_schemas_tables(tmp_path: Path) -
         "payment_transactions",
         "paystream_batch",
         expressions={"amount": "CAST(amount_minor AS DECIMAL(38,9)) * 0.01"},
+        returning="transaction_id",
     )
 
     records = {

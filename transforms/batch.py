@@ -4,18 +4,23 @@
       -> ParseAndMask   in chunks of ``CHUNK`` payloads; each chunk's payments split by
                         account group (``split_by_key``)                 -> dead letters
       -> Accounts       MergeLists: one list per account group; its payments decided by
-                        their books in the order read                   -> alerts,
+                        their books in event-time order                 -> alerts,
                                                                            dead letters
-      -> Ids            MergeLists of the rows by transaction-id group; checked in the
-                        order read                                      -> dead letters
+      -> Ids            MergeLists of the rows by transaction-id group; checked in
+                        event-time order                                -> dead letters
       -> rows
 
-The step bodies are the streaming driver's (``transforms/steps.py``); only the driving
-differs. Here a payment is an element of a list from the source to the last step: the
-groupings move each chunk's few lists per group, and Beam's per-element work (about as
-much as our own per payment on Beam Python) is paid per chunk and per group. What comes
-out equals the streaming driver on the same input
-(``tests/test_batch_paths.py::test_whole_graph_batch_equals_stream``).
+The step bodies are the streaming driver's (``transforms/steps.py``); the driving and the
+order differ. A bounded input has no late data: each account's payments are decided in
+event-time order and every id is remembered for the whole input
+(``kernels.books.decide_in_event_time``), so the tables are a function of the input, not
+of the order of its lines. The streaming driver decides in arrival order; the two agree
+on input read in event-time order per account (``kernels/books.py``, "The order of
+decisions"; ``tests/test_batch_paths.py``).
+
+Here a payment is an element of a list from the source to the last step: the groupings
+move each chunk's few lists per group, and Beam's per-element work (about as much as our
+own per payment on Beam Python) is paid per chunk and per group.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Iterable, List, Tuple
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from kernels.books import Pending, SeenIds, check_ids, decide_in_order, read_order
+from kernels.books import FOREVER, Pending, SeenIds, check_ids, decide_in_event_time, row_event_order
 from kernels.parse import RawPayload
 from kernels.rules import Rules
 from schemas.records import EnrichedTransaction
@@ -68,8 +73,9 @@ class _ParseChunkFn(ParseStepFn):
 
 
 class _DecideFn(beam.DoFn):
-    """A group's payments decided by their books in the order read; with the id check
-    to come, the rows leave split by transaction-id group."""
+    """A group's payments decided by their books in event-time order, every id
+    remembered (``kernels.books.decide_in_event_time``); with the id check to come, the
+    rows leave split by transaction-id group."""
 
     def __init__(self, rules: Rules, settings: EngineSettings) -> None:
         self._rules = rules
@@ -78,7 +84,7 @@ class _DecideFn(beam.DoFn):
     def process(self, group: Tuple[int, List[Pending]]) -> Iterable[Any]:
         counts, settings = DecideCounts(), self._settings
         rows: List[EnrichedTransaction] = []
-        decided = decide_in_order(group[1], self._rules, settings.horizon_us, settings.history_ttl_us)
+        decided = decide_in_event_time(group[1], self._rules, settings.history_ttl_us)
         for out in decided_outputs(decided, counts):
             if type(out) is TaggedOutput:
                 yield out
@@ -92,12 +98,12 @@ class _DecideFn(beam.DoFn):
 
 
 class _CheckIdsFn(beam.DoFn):
-    def __init__(self, horizon_us: int) -> None:
-        self._horizon_us = horizon_us
+    """A group's rows checked in event-time order, every id remembered: the first use of
+    an id by event time is stored, a use by another account is a conflict."""
 
     def process(self, group: Tuple[int, List[EnrichedTransaction]]) -> Iterable[Any]:
-        rows = sorted(group[1], key=read_order)
-        yield from id_check_outputs(*check_ids(SeenIds(), rows, self._horizon_us))
+        rows = sorted(group[1], key=row_event_order)
+        yield from id_check_outputs(*check_ids(SeenIds(), rows, FOREVER))
 
 
 class BatchPayments(PaymentsDriver):
@@ -123,7 +129,7 @@ class BatchPayments(PaymentsDriver):
         )
 
     def ids_step(self) -> beam.PTransform:
-        return _MergeThen(_CheckIdsFn(self._settings.horizon_us), (DEAD_LETTER_TAG,), "stored")
+        return _MergeThen(_CheckIdsFn(), (DEAD_LETTER_TAG,), "stored")
 
 
 class _ChunkAndParse(beam.PTransform):

@@ -252,14 +252,14 @@ def decided_outputs(decided: Iterable[Tuple[str, Any, Any, Any]], counts: Decide
 
 
 def id_check_outputs(
-    kept: List[EnrichedTransaction], again: int, conflicts: List[EnrichedTransaction]
+    kept: List[EnrichedTransaction], again: int, conflicts: List[Tuple[EnrichedTransaction, str]]
 ) -> Iterator[Any]:
     """The body of the id check, over ``kernels.books.check_ids``'s verdicts: the rows to
-    store, then a dead letter (tagged) for each row whose transaction id was stored for
-    another account; counted."""
+    store, then a dead letter (tagged) for each row whose transaction id was stored with
+    other content (for another account, or for this one); counted."""
     yield from kept
-    for row in conflicts:
-        yield TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, " for another account"))
+    for row, where in conflicts:
+        yield TaggedOutput(DEAD_LETTER_TAG, conflict_letter(row.txn, where))
     counts = DecideCounts()
     counts.duplicates, counts.conflicts = again, len(conflicts)
     counts.flush()

@@ -46,7 +46,7 @@ METRICS: Dict[str, Tuple[str, str, Tuple[str, ...], Tuple[float, ...]]] = {
     "sink_errors": ("counter", "Failed sink writes, by sink table", ("table",), ()),
     "sink_rows_present": (
         "counter",
-        "Rows a sink found already written and left as they were (a replay after a restore)",
+        "Rows a sink found already written and did not write again (a replay, or a copy after the dedup horizon)",
         ("table",),
         (),
     ),

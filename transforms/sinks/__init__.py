@@ -29,7 +29,7 @@ import apache_beam as beam
 
 from transforms import telemetry
 
-__all__ = ["WAREHOUSES", "Sink", "Warehouse", "open_warehouse", "record_write"]
+__all__ = ["WAREHOUSES", "Sink", "Warehouse", "open_warehouse", "record_settled", "record_write"]
 
 
 def record_write(table: str, rows: int, started: float, event_times_us: Iterable[int] = ()) -> None:
@@ -43,6 +43,18 @@ def record_write(table: str, rows: int, started: float, event_times_us: Iterable
     latencies = [(now_us - at) / 1e6 for at in event_times_us]
     if latencies:
         telemetry.observe_many("end_to_end_latency_seconds", latencies, table=table)
+
+
+def record_settled(table: str, copies: int, conflicts: int) -> None:
+    """Rows a warehouse found its table already held (``kernels.books.settle_against_stored``):
+    ``copies`` exact copies, counted as duplicates; ``conflicts`` with other content, counted
+    as the dead letters they become. Both are ``sink_rows_present``."""
+    if copies:
+        telemetry.count("duplicates_dropped", copies)
+    if conflicts:
+        telemetry.count("dead_letters", conflicts, stage="dedup", reason="conflicting_duplicate")
+    if copies + conflicts:
+        telemetry.count("sink_rows_present", copies + conflicts, table=table)
 
 
 class Sink(beam.PTransform):
@@ -72,6 +84,11 @@ class Warehouse:
 
     def facts(self, valid_ids: Optional[set]) -> Optional[Dict[str, Any]]:
         """Row counts and checks read back after a run, when the warehouse is readable here."""
+        return None
+
+    def row_counts(self) -> Optional[Dict[str, int]]:
+        """Rows per table, when the warehouse is readable here: taken before a run, so the
+        summary can compare what the run counted with what its tables gained."""
         return None
 
     def describe(self) -> str:

@@ -1,7 +1,8 @@
 """The three tables to BigQuery: ``--warehouse=bigquery:PROJECT:DATASET``.
 
-``WriteToBigQueryWarehouse`` takes the rows of ``schemas.rows`` per table and writes each
-table with Beam's BigQuery sink:
+``BigQuerySink`` settles the payments against the table (``SettleAgainstBigQuery``), makes
+the rows of ``schemas.rows`` per table, and ``WriteToBigQueryWarehouse`` writes each table
+with Beam's BigQuery sink:
 
 * **Tables.** Columns come from ``schemas/bigquery/<table>.json`` (through
   ``schemas.tables.bq_schema``); partitioned by day of the table's time column and clustered
@@ -21,6 +22,32 @@ table with Beam's BigQuery sink:
   offsets, no insert ids). It is a cross-language Java transform: it needs Beam's GCP
   expansion service and a Java environment, which Dataflow provides; it has no endpoint
   option, so it cannot be tested against the emulator here.
+* **Payments are settled against the table**, for both methods. The dedup books forget an
+  id after ``--dedup_horizon_s``; the table does not. Payments are keyed by a stable hash of
+  their transaction id into one of 32 shards, so all copies of an id meet in one. A bounded
+  batch run groups each shard whole (``GroupByKey``); a streaming run batches it
+  (``GroupIntoBatches``, flushed at least every 2 s). Each ``--bq_batch_size`` payments of a
+  group or batch are looked up in one query (``transaction_id IN UNNEST(@ids)`` on
+  ``payment_transactions``; a table not created yet holds none). A payment whose id the
+  table holds is not written: with the same content (``kernels.books.content_of``) it is an
+  exact copy, counted as a duplicate; with other content a ``conflicting_duplicate`` dead
+  letter, written to ``dead_letters`` with the graph's own and returned with the sink's.
+  The payments of one group or batch are settled against each other too, the first met
+  kept. Only rows written count in ``sink_rows``.
+
+  The one gap, in streaming runs: the query sees the rows BigQuery holds, streaming-buffer
+  rows included (Storage Write API rows once the write flushes or commits their stream). A
+  row settled as new is written after a shuffle, up to ``--bq_triggering_frequency_s`` of
+  batching and, with the Storage Write API, its commit. A copy of its id in a later batch of
+  its shard, looked up before that write is visible, is passed as new as well: neither is
+  counted as a duplicate or a conflict, both count in ``sink_rows``. With
+  ``STREAMING_INSERTS`` both carry the id as insert id, and BigQuery's best-effort
+  de-duplication (about a minute) usually keeps the insert that arrives first, whatever its
+  content, so a conflicting copy can be lost without a dead letter; when it does not, and
+  always with ``STORAGE_WRITE_API``, the table holds the id twice. The books catch a copy
+  within the horizon, so this takes two copies more than the horizon apart in event time
+  reaching the sink within one write latency: a replay of a backlog that spans more than
+  the horizon, read faster than live.
 * **Rejected rows.** Rows BigQuery refuses (``failed_rows_with_errors``) become
   ``dead_letters`` rows: stage ``sink``, reason ``bigquery_rejected``, BigQuery's error as
   the message (scrubbed with ``mask_text``: BigQuery quotes the bad value), and the row,
@@ -36,26 +63,32 @@ override is ``EmulatorClient`` (made by ``emulator_client``), passed as the sink
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import random
 import re
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.util import ReshufflePerKey
 
+from kernels.books import Content, settle_against_stored, stored_conflict_letter
 from kernels.masking import mask_text, masked_payload_text
-from schemas.records import DeadLetter, SourceRef
+from schemas.records import DeadLetter, EnrichedTransaction, SourceRef
 from schemas.rows import ALERTS, DEAD_LETTERS, ROW_OF, TRANSACTIONS, dead_letter_row, rfc3339_to_us
 from schemas.tables import TABLES, bq_schema
 from transforms import telemetry
-from transforms.sinks import Sink, Warehouse, record_write
+from transforms.lists import group_of
+from transforms.sinks import Sink, Warehouse, record_settled, record_write
 
 __all__ = [
     "BigQuerySink",
@@ -64,6 +97,7 @@ __all__ = [
     "EmulatorClient",
     "REJECTED_REASON",
     "SINK_STAGE",
+    "SettleAgainstBigQuery",
     "WRITE_METHODS",
     "WriteTableToBigQuery",
     "WriteToBigQueryWarehouse",
@@ -71,6 +105,7 @@ __all__ = [
     "insert_id",
     "parse_bigquery_target",
     "rejected_row_dead_letter",
+    "stored_contents",
     "table_parameters",
 ]
 
@@ -81,6 +116,8 @@ SINK_STAGE = "sink"
 REJECTED_REASON = "bigquery_rejected"
 _MESSAGE_LIMIT = 1024
 _SHARDS_PER_TABLE = 50
+_SETTLE_SHARDS = 32  # transaction id shards of the lookup: its parallelism in a streaming run
+_SETTLE_FLUSH_S = 2.0  # a streaming run looks a shard's payments up at least this often
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,98}[a-z0-9]$")  # GCP ids, domain-scoped ones, emulator names
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _ENDPOINT = re.compile(r"^https?://[^/\s]+$")
@@ -315,6 +352,139 @@ class _DeadLetterRows(beam.DoFn):
 
 
 # ---------------------------------------------------------------------------------------------
+# Payments settled against the table
+
+_LOOKUP = (
+    "SELECT transaction_id, account_id, amount, currency, merchant_id, merchant_category, country, "
+    "event_time FROM `{table}` WHERE transaction_id IN UNNEST(@ids) ORDER BY ingested_at"
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+
+
+def _stored_content(row: Mapping[str, Any]) -> Content:
+    """A ``payment_transactions`` row as BigQuery returns it -> ``kernels.books.content_of``."""
+    amount = row["amount"] if isinstance(row["amount"], Decimal) else Decimal(str(row["amount"]))
+    event_time = row["event_time"]
+    if event_time.tzinfo is None:
+        event_time = event_time.replace(tzinfo=dt.UTC)
+    return (
+        row["account_id"],
+        int(amount.scaleb(2)),
+        row["currency"],
+        row["merchant_id"],
+        row["merchant_category"],
+        row["country"],
+        (event_time - _EPOCH) // _ONE_US,
+    )
+
+
+def stored_contents(client: Any, target: BigQueryTarget, ids: Iterable[str]) -> Dict[str, Content]:
+    """Transaction id -> ``content_of`` its row, for those of ``ids`` that
+    ``payment_transactions`` holds (its first row of an id, by ``ingested_at``); nothing
+    when the table does not exist. ``client``: a ``google.cloud.bigquery.Client``."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import bigquery
+
+    table = f"{target.project}.{target.dataset}.{TRANSACTIONS}"
+    config = bigquery.QueryJobConfig(
+        query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", sorted(set(ids)))],
+        use_query_cache=False,
+    )
+    stored: Dict[str, Content] = {}
+    try:
+        for row in client.query(_LOOKUP.format(table=table), job_config=config).result():
+            stored.setdefault(row["transaction_id"], _stored_content(row))
+    except NotFound:
+        return {}
+    return stored
+
+
+class _SettleFn(beam.DoFn):
+    """``(shard, payments)`` -> the payments whose ids the table does not hold (main) and a
+    dead letter for each it holds with other content (``CONFLICTS``). One query per
+    ``batch_size`` payments, for the ids not met before in the call; the payments of one
+    call are settled against each other."""
+
+    def __init__(
+        self, target: BigQueryTarget, batch_size: int, test_client: Optional[EmulatorClient]
+    ) -> None:
+        self._target = target
+        self._batch_size = batch_size
+        self._test_client = test_client
+        self._client: Any = None
+
+    def setup(self) -> None:
+        if self._test_client is not None:
+            self._client = self._test_client.cloud()
+        else:
+            from google.cloud import bigquery
+
+            self._client = bigquery.Client(project=self._target.project)
+
+    def process(self, shard: Tuple[int, Iterable[EnrichedTransaction]]) -> Iterable[Any]:
+        stored: Dict[str, Content] = {}
+        payments = iter(shard[1])
+        while batch := list(itertools.islice(payments, self._batch_size)):
+            unseen = {row.txn.transaction_id for row in batch} - stored.keys()
+            if unseen:
+                stored.update(stored_contents(self._client, self._target, unseen))
+            new, copies, conflicts = settle_against_stored(batch, stored)
+            record_settled(TRANSACTIONS, copies, len(conflicts))
+            yield from new
+            for row in conflicts:
+                yield beam.pvalue.TaggedOutput(
+                    SettleAgainstBigQuery.CONFLICTS, stored_conflict_letter(row.txn)
+                )
+
+    def teardown(self) -> None:
+        if self._test_client is not None:
+            self._test_client.close()
+        elif self._client is not None:
+            self._client.close()
+        self._client = None
+
+
+class SettleAgainstBigQuery(beam.PTransform):
+    """``EnrichedTransaction`` -> those whose ids ``payment_transactions`` does not hold yet
+    (the main output) and the ``conflicting_duplicate`` dead letters of those it holds with
+    other content (``CONFLICTS``); exact copies are counted and dropped (``record_settled``).
+
+    Payments are keyed by a shard of their id. A bounded batch run groups each shard whole
+    (``GroupByKey``: all of a run's copies of an id meet in one call); a streaming run
+    batches it (``GroupIntoBatches``, flushed at least every ``_SETTLE_FLUSH_S``), whose
+    processing-time timer would move a batch run off the DirectRunner's FnApiRunner.
+    """
+
+    CONFLICTS = "conflicts"
+
+    def __init__(
+        self,
+        target: BigQueryTarget,
+        batch_size: int = 500,
+        test_client: Optional[EmulatorClient] = None,
+        label: Optional[str] = None,
+    ) -> None:
+        super().__init__(label)
+        self._target = target
+        self._batch_size = batch_size
+        self._client = test_client
+
+    def expand(self, payments: beam.PCollection[EnrichedTransaction]) -> beam.pvalue.DoOutputsTuple:
+        keyed = payments | "ByIdShard" >> beam.Map(
+            lambda row: (group_of(row.txn.transaction_id, _SETTLE_SHARDS), row)
+        ).with_output_types(Tuple[int, Any])
+        if payments.is_bounded and not payments.pipeline.options.view_as(StandardOptions).streaming:
+            shards = keyed | "Group" >> beam.GroupByKey()
+        else:
+            shards = keyed | "Batch" >> beam.GroupIntoBatches(
+                self._batch_size, max_buffering_duration_secs=_SETTLE_FLUSH_S
+            )
+        settle = _SettleFn(self._target, self._batch_size, self._client)
+        return shards | "Settle" >> beam.ParDo(settle).with_outputs(self.CONFLICTS, main="new")
+
+
+# ---------------------------------------------------------------------------------------------
 # The writes
 
 
@@ -457,6 +627,11 @@ class WriteToBigQueryWarehouse(beam.PTransform):
         target, method, frequency, batch_size, client = self._args
         return WriteTableToBigQuery(target, table, method, frequency, batch_size, client)
 
+    def settle(self) -> SettleAgainstBigQuery:
+        """The step that settles payments against this warehouse's table before the write."""
+        target, _, _, batch_size, client = self._args
+        return SettleAgainstBigQuery(target, batch_size, client)
+
     def expand(self, rows: Mapping[str, beam.PCollection[Dict[str, Any]]]) -> beam.PCollection[DeadLetter]:
         unknown = set(rows) - set(TABLES)
         if unknown:
@@ -489,8 +664,9 @@ class _Rows(beam.DoFn):
 
 
 class BigQuerySink(Sink):
-    """The graph's tables -> BigQuery (``WriteToBigQueryWarehouse``); the rows BigQuery
-    refused come back as dead letters, already written to ``dead_letters``."""
+    """The graph's tables -> BigQuery (``WriteToBigQueryWarehouse``), the payments settled
+    against the table first (``SettleAgainstBigQuery``). The output: the dead letters of the
+    conflicting copies and of the rows BigQuery refused, already written to ``dead_letters``."""
 
     tables = (TRANSACTIONS, ALERTS, DEAD_LETTERS)
 
@@ -499,10 +675,23 @@ class BigQuerySink(Sink):
         self._write = write
 
     def expand(self, tables: Mapping[str, beam.PCollection[Any]]) -> beam.PCollection[DeadLetter]:
+        records = dict(tables)
+        conflicts = None
+        if TRANSACTIONS in records:
+            settled = records[TRANSACTIONS] | f"Settle {TRANSACTIONS}" >> self._write.settle()
+            records[TRANSACTIONS], conflicts = settled.new, settled[SettleAgainstBigQuery.CONFLICTS]
+            if DEAD_LETTERS in records:
+                conflicts_too = (records[DEAD_LETTERS], conflicts)
+                records[DEAD_LETTERS] = conflicts_too | "With conflict letters" >> beam.Flatten()
+            else:
+                records[DEAD_LETTERS] = conflicts
         rows = {
-            table: records | f"{table} rows" >> beam.ParDo(_Rows(table)) for table, records in tables.items()
+            table: pcoll | f"{table} rows" >> beam.ParDo(_Rows(table)) for table, pcoll in records.items()
         }
-        return rows | "Write bigquery" >> self._write
+        rejected = rows | "Write bigquery" >> self._write
+        if conflicts is None:
+            return rejected
+        return (conflicts, rejected) | "Sink dead letters" >> beam.Flatten()
 
 
 class BigQueryWarehouse(Warehouse):

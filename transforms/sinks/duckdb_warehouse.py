@@ -2,25 +2,38 @@
 
 Tables and views are created from ``schemas/`` (the same definitions as the
 BigQuery tables). Payments go in as records, column by column
-(``WriteTransactionsToDuckDB``), alerts and dead letters as rows. Rows are written in one
-batch per bundle with ``INSERT OR IGNORE`` on the primary key, so a replay of the same
-input leaves the same rows; the rows found already there are counted
-(``sink_rows_present``). DuckDB allows one writing process per file: this sink is for
-runners that execute in one process (the DirectRunner); distributed runs use BigQuery.
+(``WriteTransactionsToDuckDB``), alerts and dead letters as rows, in one batch per
+bundle.
+
+* **Payments are settled against the table.** A payment whose id the table already
+  holds is not written again: with the same content (``kernels.books.content_of``) it
+  is an exact copy, counted as a duplicate; with other content it is a
+  ``conflicting_duplicate`` dead letter, written to ``dead_letters`` in the same
+  transaction. This is what catches a copy sent after the dedup horizon had forgotten
+  its id, and a replay after a restore. Only the rows inserted count as stored
+  (``sink_rows``).
+* **Alerts and dead letters** go in with ``INSERT OR IGNORE`` on their primary key: their
+  ids come from what they are about, so a replay leaves the same rows (the rows found
+  already there are counted in ``sink_rows_present``).
+
+DuckDB allows one writing process per file: this sink is for runners that execute in
+one process (the DirectRunner); distributed runs use BigQuery.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
 
+from kernels.books import settle_against_stored, stored_conflict_letter
 from schemas.records import EnrichedTransaction
 from schemas.rows import (
     ALERTS,
@@ -34,7 +47,7 @@ from schemas.rows import (
 from schemas.tables import TABLES, column_names, duckdb_bootstrap_sql, duckdb_insert_select_sql, duckdb_type
 from transforms import telemetry
 from transforms.progress import bump
-from transforms.sinks import Sink, Warehouse, record_write
+from transforms.sinks import Sink, Warehouse, record_settled, record_write
 
 __all__ = [
     "DuckDBSink",
@@ -111,10 +124,10 @@ class _WriteFn(beam.DoFn):
         now_us = int(time.time() * 1_000_000)
         rows = [self._row_of(record, now_us) for record in records]
         batch = pa.table(dict(zip(self._columns, self._column_values(rows))))
-        _insert(self._conn, self._sql, batch, self._table)
+        inserted = _insert(self._conn, self._sql, batch, self._table)
         bump(self._table, len(rows))
         times = (event_time_of(self._table, record) for record in records)
-        record_write(self._table, len(rows), started, [t for t in times if t is not None])
+        record_write(self._table, inserted, started, [t for t in times if t is not None])
 
 
 # Arrow types of the columns of ``transaction_columns`` (times in microseconds since the
@@ -133,18 +146,20 @@ _RECORDS_PER_WRITE = 20_000
 
 
 def _records_insert_sql(table: str, relation: str) -> str:
-    """``_insert_sql`` for a batch of ``transaction_columns``: the amount from its hundredths."""
+    """``_insert_sql`` for a batch of ``transaction_columns``: the amount from its hundredths;
+    the ids of the rows inserted are returned."""
     amounts = {  # exact: DECIMAL * DECIMAL is a DECIMAL
         f.name: f"CAST({_AMOUNT_MINOR} AS {duckdb_type(f)}) * 0.01"
         for f in TABLES[table].fields
         if f.type == "NUMERIC"
     }
-    return duckdb_insert_select_sql(table, relation, expressions=amounts)
+    return duckdb_insert_select_sql(table, relation, expressions=amounts, returning=TABLES[table].primary_key)
 
 
 class _WriteTransactionsFn(beam.DoFn):
     """``EnrichedTransaction`` records -> ``payment_transactions``, a typed Arrow batch per
-    bundle (``transaction_columns``): no row dict, no timestamp or decimal text. Measures
+    bundle (``transaction_columns``): no row dict, no timestamp or decimal text. Each batch
+    is settled against the table (the module's docstring) in one transaction. Measures
     the latency from each payment's event time to its row being written."""
 
     TABLE = "payment_transactions"
@@ -172,37 +187,110 @@ class _WriteTransactionsFn(beam.DoFn):
         self._write()
 
     def _write(self) -> None:
-        records = self._records
+        records, self._records = self._records, []
         if not records:
             return
         started = time.monotonic()
-        columns = transaction_columns(records, int(time.time() * 1_000_000))
+        now_us = int(time.time() * 1_000_000)
+        # copies within the batch settled against their first; the rest against the table
+        first, copies, conflicts = settle_against_stored(records, {})
+        columns = transaction_columns(first, now_us)
         batch = pa.table({name: pa.array(values, self._types[name]) for name, values in columns.items()})
-        _insert(self._conn, self._sql, batch, self.TABLE)
-        bump(self.TABLE, len(records))
-        record_write(self.TABLE, len(records), started, columns["event_time"])
-        self._records = []
+        inserted, copies_found, conflicts = _write_payments(
+            self._conn, self._sql, batch, first, conflicts, now_us
+        )
+        copies += copies_found
+        record_settled(self.TABLE, copies, len(conflicts))
+        stored_now = [r for r in first if r.txn.transaction_id in inserted]
+        bump(self.TABLE, len(stored_now))
+        bump(DEAD_LETTERS, len(conflicts))
+        record_write(self.TABLE, len(stored_now), started, [r.txn.event_time_us for r in stored_now])
 
 
-def _insert(conn: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table, table: str) -> None:
-    """One batch into its table, under the process's DuckDB lock; a failure is counted and
-    raised (the runner retries the bundle). Rows whose key the table already holds are
-    left as they are, and counted in ``sink_rows_present``: a replay after a restore, or
-    an id sent again after the dedup horizon had forgotten it."""
+def _write_payments(
+    conn: duckdb.DuckDBPyConnection,
+    sql: str,
+    batch: pa.Table,
+    rows: List[EnrichedTransaction],
+    conflicts: List[EnrichedTransaction],
+    now_us: int,
+) -> Tuple[Set[str], int, List[EnrichedTransaction]]:
+    """``rows`` (one per id, as ``batch``) settled against the table and written, in one
+    transaction under the process's DuckDB lock, with the dead letters of ``conflicts``
+    and of those found: (the ids inserted, exact copies found, every conflict). A failure
+    is counted and raised (the runner retries the bundle)."""
+    copies, conflicts = 0, list(conflicts)
+    with _LOCK:
+        cursor = conn.cursor()
+        try:
+            cursor.begin()
+            cursor.register("paystream_batch", batch)
+            inserted = {r[0] for r in cursor.execute(sql).fetchall()}
+            cursor.unregister("paystream_batch")
+            present = [r for r in rows if r.txn.transaction_id not in inserted]
+            if present:
+                stored = _stored_content(cursor, [r.txn.transaction_id for r in present])
+                _, copies, found = settle_against_stored(present, stored)
+                conflicts += found
+            letters = [stored_conflict_letter(r.txn) for r in conflicts]
+            if letters:
+                _insert_rows(cursor, DEAD_LETTERS, [ROW_OF[DEAD_LETTERS](x, now_us) for x in letters])
+            cursor.commit()
+        except Exception:
+            telemetry.count("sink_errors", table=TRANSACTIONS)
+            with contextlib.suppress(Exception):
+                cursor.rollback()
+            raise
+        finally:
+            cursor.close()
+    return inserted, copies, conflicts
+
+
+def _stored_content(cursor: duckdb.DuckDBPyConnection, ids: List[str]) -> Dict[str, Any]:
+    """transaction id -> ``content_of`` its stored row, for ``ids`` the table holds (a
+    list of constants: DuckDB looks each up in the primary key's index)."""
+    marks = ", ".join("?" * len(ids))
+    found = cursor.execute(
+        "SELECT transaction_id, account_id, CAST(amount * 100 AS BIGINT), currency, merchant_id, "
+        f"merchant_category, country, epoch_us(event_time) FROM payment_transactions "
+        f"WHERE transaction_id IN ({marks})",
+        ids,
+    ).fetchall()
+    return {row[0]: tuple(row[1:]) for row in found}
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table, table: str) -> int:
+    """One batch into its table, under the process's DuckDB lock: how many rows were new. A
+    failure is counted and raised (the runner retries the bundle). Rows whose key the
+    table already holds are left as they are, and counted in ``sink_rows_present``: a
+    replay."""
     with _LOCK:
         cursor = conn.cursor()
         try:
             cursor.register("paystream_batch", batch)
             inserted = cursor.execute(sql).fetchone()
             cursor.unregister("paystream_batch")
-            present = batch.num_rows - (int(inserted[0]) if inserted else batch.num_rows)
-            if present > 0:
-                telemetry.count("sink_rows_present", present, table=table)
+            new = int(inserted[0]) if inserted else batch.num_rows
+            if batch.num_rows > new:
+                telemetry.count("sink_rows_present", batch.num_rows - new, table=table)
+            return new
         except Exception:
             telemetry.count("sink_errors", table=table)
             raise
         finally:
             cursor.close()
+
+
+def _insert_rows(cursor: duckdb.DuckDBPyConnection, table: str, rows: List[Dict[str, Any]]) -> int:
+    """Rows of ``table`` (``schemas.rows.ROW_OF``) in, replays ignored: how many were new."""
+    names = column_names(table)
+    batch = pa.table({c: [row.get(c) for row in rows] for c in names})
+    cursor.register("paystream_rows", batch)
+    try:
+        inserted = cursor.execute(_insert_sql(table, "paystream_rows")).fetchone()
+    finally:
+        cursor.unregister("paystream_rows")
+    return int(inserted[0]) if inserted else len(rows)
 
 
 class WriteTransactionsToDuckDB(beam.PTransform):
@@ -265,8 +353,32 @@ class DuckDBWarehouse(Warehouse):
     def facts(self, valid_ids: Optional[set]) -> Optional[Dict[str, Any]]:
         return warehouse_facts(self.local_path, valid_ids)
 
+    def row_counts(self) -> Optional[Dict[str, int]]:
+        return row_counts(self.local_path)
+
     def describe(self) -> str:
         return self.local_path
+
+
+def row_counts(path: str) -> Dict[str, int]:
+    """Rows per table now (none for a file not yet made), without keeping the file open:
+    a run's workers may need to open it next."""
+    path = os.path.abspath(path)
+    tables = (TRANSACTIONS, ALERTS, DEAD_LETTERS)
+    with _LOCK:
+        conn = _CONNECTIONS.get(path)
+    if conn is None and not os.path.exists(path):
+        return dict.fromkeys(tables, 0)
+    own = conn is None
+    cursor = duckdb.connect(path, read_only=True) if own else conn.cursor()  # type: ignore[union-attr]
+    try:
+        known = {r[0] for r in cursor.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        return {
+            t: (cursor.execute(f"SELECT count(*) FROM {t}").fetchone() or (0,))[0] if t in known else 0
+            for t in tables
+        }
+    finally:
+        cursor.close()
 
 
 def warehouse_facts(path: str, valid_ids: Optional[set]) -> Dict[str, Any]:

@@ -56,7 +56,7 @@ variable "k8s_service_account" {
 }
 
 variable "grant_bigquery_job_user" {
-  description = "Grant bigquery.jobUser on the project to the pipeline identities: BigQuery load jobs (batch writes) run as project jobs. It grants no data access."
+  description = "Grant bigquery.jobUser on the project to the pipeline identities: the lookup of stored payments before each write (query jobs) and BigQuery load jobs (batch writes) run as project jobs. It grants no data access."
   type        = bool
   default     = true
 }
