@@ -324,8 +324,11 @@ _MARK_SEP = "\x1f"
 
 def id_mark(txn: MaskedTransaction) -> str:
     """How the id check marks a transaction id: the account, and a digest of the content."""
-    digest = hashlib.blake2b(repr(content_of(txn)).encode(), digest_size=8).hexdigest()
-    return f"{txn.account_id}{_MARK_SEP}{digest}"
+    content = (
+        f"{txn.amount_minor}|{txn.currency}|{txn.merchant_id}|{txn.merchant_category}|{txn.country}|"
+        f"{txn.event_time_us}"
+    )
+    return f"{txn.account_id}{_MARK_SEP}{hashlib.blake2b(content.encode(), digest_size=8).hexdigest()}"
 
 
 # --- the warehouse's own check --------------------------------------------------------

@@ -101,7 +101,9 @@ class AccountHistory:
 def features(txn: MaskedTransaction, history: AccountHistory) -> EnrichedTransaction:
     """The features of ``txn`` given the account's history *before* it."""
     n = len(history.recent_amounts)
-    last = history.previous_time_us(txn.event_time_us)
+    last = history.last_event_time_us
+    if last is not None and last > txn.event_time_us:  # out of order
+        last = history.previous_time_us(txn.event_time_us)
     return tuple.__new__(  # type: ignore[no-any-return]
         EnrichedTransaction,
         (

@@ -193,7 +193,12 @@ class _WriteTransactionsFn(beam.DoFn):
         started = time.monotonic()
         now_us = int(time.time() * 1_000_000)
         # copies within the batch settled against their first; the rest against the table
-        first, copies, conflicts = settle_against_stored(records, {})
+        ids = [r.txn.transaction_id for r in records]
+        conflicts: List[EnrichedTransaction] = []
+        if len(set(ids)) == len(ids):
+            first, copies = records, 0
+        else:
+            first, copies, conflicts = settle_against_stored(records, {})
         columns = transaction_columns(first, now_us)
         batch = pa.table({name: pa.array(values, self._types[name]) for name, values in columns.items()})
         inserted, copies_found, conflicts = _write_payments(
@@ -201,7 +206,7 @@ class _WriteTransactionsFn(beam.DoFn):
         )
         copies += copies_found
         record_settled(self.TABLE, copies, len(conflicts))
-        stored_now = [r for r in first if r.txn.transaction_id in inserted]
+        stored_now = first if inserted is None else [r for r in first if r.txn.transaction_id in inserted]
         bump(self.TABLE, len(stored_now))
         bump(DEAD_LETTERS, len(conflicts))
         record_write(self.TABLE, len(stored_now), started, [r.txn.event_time_us for r in stored_now])
@@ -214,20 +219,23 @@ def _write_payments(
     rows: List[EnrichedTransaction],
     conflicts: List[EnrichedTransaction],
     now_us: int,
-) -> Tuple[Set[str], int, List[EnrichedTransaction]]:
+) -> Tuple[Optional[Set[str]], int, List[EnrichedTransaction]]:
     """``rows`` (one per id, as ``batch``) settled against the table and written, in one
     transaction under the process's DuckDB lock, with the dead letters of ``conflicts``
-    and of those found: (the ids inserted, exact copies found, every conflict). A failure
-    is counted and raised (the runner retries the bundle)."""
+    and of those found: (the ids inserted, None when all were; exact copies found, every
+    conflict). A failure is counted and raised (the runner retries the bundle)."""
     copies, conflicts = 0, list(conflicts)
     with _LOCK:
         cursor = conn.cursor()
         try:
             cursor.begin()
             cursor.register("paystream_batch", batch)
-            inserted = {r[0] for r in cursor.execute(sql).fetchall()}
+            returned: pa.Table = cursor.execute(sql).to_arrow_table()  # type: ignore[union-attr]
             cursor.unregister("paystream_batch")
-            present = [r for r in rows if r.txn.transaction_id not in inserted]
+            inserted: Optional[Set[str]] = None  # None: every row
+            if returned.num_rows < len(rows):
+                inserted = set(returned.column(0).to_pylist())
+            present = [r for r in rows if inserted is not None and r.txn.transaction_id not in inserted]
             if present:
                 stored = _stored_content(cursor, [r.txn.transaction_id for r in present])
                 _, copies, found = settle_against_stored(present, stored)
