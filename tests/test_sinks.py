@@ -152,3 +152,45 @@ def test_the_bigquery_sink_counts_its_rows_as_every_sink_does(
     }
     assert all(stored.values())
     assert written == stored
+
+
+def _counters(result: Any) -> Dict[str, int]:
+    found = result.metrics().query(MetricsFilter().with_namespace("paystream"))["counters"]
+    return {c.key.metric.name: int(c.committed or c.attempted or 0) for c in found}
+
+
+def test_duckdb_settles_payments_against_the_table_and_counts_a_replay(tmp_path: Path) -> None:
+    """A copy of a stored payment is a duplicate, other content a dead letter; the same
+    conflicting copy written again (a replay) leaves the table as it was, and says so."""
+    url = f"duckdb:{tmp_path}/w.duckdb"
+    now = int(time.time() * US)
+    first = _payment(1, now)
+    copy = first._replace(txn=first.txn._replace(source=first.txn.source._replace(offset=50)))
+    other = first._replace(
+        txn=first.txn._replace(
+            amount_minor=first.txn.amount_minor + 1, source=copy.txn.source._replace(offset=51)
+        )
+    )
+
+    def write(payments: List[EnrichedTransaction]) -> Dict[str, int]:
+        p = beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))
+        tables = {
+            TRANSACTIONS: p | "Payments" >> beam.Create(payments),
+            ALERTS: p | "Alerts" >> beam.Create([]),
+            DEAD_LETTERS: p | "Letters" >> beam.Create([]),
+        }
+        tables | open_warehouse(url).sink()
+        result = p.run()
+        result.wait_until_finish()
+        return _counters(result)
+
+    assert write([first])["sink_rows.payment_transactions"] == 1
+    counts = write([copy, other])
+    assert counts.get("sink_rows.payment_transactions", 0) == 0
+    assert counts["duplicates_dropped"] == 1 and counts["dead_letters.conflicting_duplicate.dedup"] == 1
+    assert counts["sink_rows.dead_letters"] == 1 and counts["sink_rows_present.payment_transactions"] == 2
+    replay = write([other])
+    assert replay["dead_letters.conflicting_duplicate.dedup"] == 1
+    assert replay.get("sink_rows.dead_letters", 0) == 0 and replay["sink_rows_present.dead_letters"] == 1
+    rows = duckdb_sink.row_counts(f"{tmp_path}/w.duckdb")
+    assert rows == {"payment_transactions": 1, "fraud_alerts": 0, "dead_letters": 1}
