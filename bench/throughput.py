@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -107,17 +107,33 @@ def lean(path: str) -> Dict[str, Any]:
     }
 
 
+def _payments(path: str, now_us: int) -> Iterator[Any]:
+    """Each non-blank line of a JSON-lines file parsed (``parse_payment``): the payment, or
+    None for a payload the parser refuses."""
+    from kernels.parse import ParseError, parse_payment
+    from schemas.records import SourceRef
+
+    make = SourceRef._make
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip(b"\n")
+            if not line.strip():
+                continue
+            try:
+                yield parse_payment(line, make(("file", 0, number, None, None)), now_us)
+            except ParseError:
+                yield None
+
+
 def kernels(path: str) -> Dict[str, Any]:
     """(a) our own functions in a plain loop: the per-payment cost before any runner.
 
     Each payment parsed, masked and decided by its account's ``AccountBook`` in the order
-    read, then its id checked (``SeenIds``), as both drivers do."""
+    read, then its id checked (``SeenIds``), as a streaming run decides them."""
     from kernels.books import NEW, AccountBook, SeenIds
     from kernels.masking import Tokenizer, mask_transaction
-    from kernels.parse import ParseError, parse_payment
     from kernels.rules import Rules
     from kernels.velocity import VelocityRule
-    from schemas.records import SourceRef
 
     rules = Rules((VelocityRule(),))
     horizon, ttl = 600 * 1_000_000, 86_400 * 1_000_000
@@ -128,30 +144,24 @@ def kernels(path: str) -> Dict[str, Any]:
     stored = dead = duplicates = 0
     alerts = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip(b"\n")
-            if not line.strip():
-                continue
-            try:
-                txn = parse_payment(line, SourceRef._make(("file", 0, number, None, None)), now_us)
-            except ParseError:
-                dead += 1
-                continue
-            book = books.get(txn.account_id)
-            if book is None:
-                book = books[txn.account_id] = AccountBook()
-            masked = mask_transaction(txn, tokenizer)
-            verdict, _, raised = book.decide(masked, txn.fingerprint, rules, horizon, ttl)
-            if verdict is not NEW:
-                duplicates += verdict == "duplicate"
-                dead += verdict == "conflict"
-                continue
-            alerts.extend(alert.alert_id for alert in raised)
-            if ids.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon) is NEW:
-                stored += 1
-            else:
-                dead += 1
+    for txn in _payments(path, now_us):
+        if txn is None:
+            dead += 1
+            continue
+        book = books.get(txn.account_id)
+        if book is None:
+            book = books[txn.account_id] = AccountBook()
+        masked = mask_transaction(txn, tokenizer)
+        verdict, _, raised = book.decide(masked, txn.fingerprint, rules, horizon, ttl)
+        if verdict is not NEW:
+            duplicates += verdict == "duplicate"
+            dead += verdict == "conflict"
+            continue
+        alerts.extend(alert.alert_id for alert in raised)
+        if ids.check(txn.transaction_id, txn.account_id, txn.event_time_us, horizon) is NEW:
+            stored += 1
+        else:
+            dead += 1
     elapsed = time.perf_counter() - started
     return {
         "seconds": elapsed,
@@ -169,24 +179,16 @@ def kernels_in_event_time(path: str) -> Dict[str, Any]:
     (``kernels.books.decide_in_event_time``), as the batch driver does."""
     from kernels.books import FOREVER, NEW, SeenIds, check_ids, decide_in_event_time, row_event_order
     from kernels.masking import Tokenizer, mask_transaction
-    from kernels.parse import ParseError, parse_payment
     from kernels.rules import Rules
     from kernels.velocity import VelocityRule
-    from schemas.records import SourceRef
 
     tokenizer = Tokenizer(b"k" * 32)
     now_us = int(time.time() * 1e6)
     pending, dead = [], 0
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip(b"\n")
-            if not line.strip():
-                continue
-            try:
-                txn = parse_payment(line, SourceRef._make(("file", 0, number, None, None)), now_us)
-            except ParseError:
-                dead += 1
-                continue
+    for txn in _payments(path, now_us):
+        if txn is None:
+            dead += 1
+        else:
             pending.append((mask_transaction(txn, tokenizer), txn.fingerprint))
     rows, alerts, duplicates = [], [], 0
     for verdict, _, row, raised in decide_in_event_time(
