@@ -48,8 +48,10 @@ book once the watermark is ``idle_after_us`` past its clock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
 
 from kernels.deadletter import make_dead_letter
 from kernels.features import AccountHistory, features
@@ -136,13 +138,20 @@ class SeenIds:
     is within ``horizon_us`` of the clock as it was before the copy; an id is remembered
     from when it was seen (its event time, or the clock if that is later), so a payment
     dated long before the clock is still caught when sent again.
+
+    Forgetting costs what is forgotten: an id is remembered from ``max(event time,
+    clock)``, which never decreases, so the ids in the order they were seen are also in
+    the order they will be forgotten. Each time the clock moves on, the ids it has left
+    behind by more than the horizon go, oldest first, and the rest are not looked at: the
+    ids held are those of one horizon, never two.
     """
 
-    __slots__ = ("seen", "clock_us")
+    __slots__ = ("seen", "clock_us", "_order")
 
     def __init__(self) -> None:
         self.seen: Dict[str, Tuple[str, int]] = {}  # id -> (mark, when it was seen)
         self.clock_us = -(2**62)
+        self._order: Deque[str] = deque()  # the ids in the order they were seen
 
     def check(self, txn_id: str, mark: str, event_time_us: int, horizon_us: int) -> str:
         """``NEW`` (now remembered), ``DUPLICATE`` (same mark) or ``CONFLICT``."""
@@ -151,20 +160,44 @@ class SeenIds:
         if first is not None and first[1] >= clock - horizon_us:
             return DUPLICATE if first[0] == mark else CONFLICT
         self.seen[txn_id] = (mark, event_time_us if event_time_us > clock else clock)
+        self._order.append(txn_id)
         if event_time_us > clock:
             self.clock_us = event_time_us
+            if horizon_us < FOREVER:
+                self._forget_before(event_time_us - horizon_us)
         return NEW
+
+    def _forget_before(self, oldest: int) -> None:
+        order, seen = self._order, self.seen
+        while order:
+            txn_id = order[0]
+            entry = seen.get(txn_id)
+            if entry is not None and entry[1] >= oldest:
+                return
+            order.popleft()
+            if entry is not None:
+                del seen[txn_id]
 
     def prune(self, horizon_us: int) -> None:
         """Forget the ids the clock has left behind by more than the horizon."""
         oldest = self.clock_us - horizon_us
-        self.seen = {k: v for k, v in self.seen.items() if v[1] >= oldest}
+        self.restore({k: v for k, v in self.seen.items() if v[1] >= oldest}, self.clock_us)
+
+    def restore(self, seen: Dict[str, Tuple[str, int]], clock_us: int) -> None:
+        """Hold ``seen`` (read back from state), in the order the ids are forgotten."""
+        if any(a[1] > b[1] for a, b in zip(seen.values(), itertools.islice(seen.values(), 1, None))):
+            seen = dict(sorted(seen.items(), key=_seen_at))
+        self.seen, self.clock_us, self._order = seen, clock_us, deque(seen)
 
     def __getstate__(self) -> Tuple[Dict[str, Tuple[str, int]], int]:
         return self.seen, self.clock_us
 
     def __setstate__(self, state: Tuple[Dict[str, Tuple[str, int]], int]) -> None:
-        self.seen, self.clock_us = state
+        self.restore(*state)
+
+
+def _seen_at(item: Tuple[str, Tuple[str, int]]) -> int:
+    return item[1][1]
 
 
 class AccountBook:
@@ -185,10 +218,11 @@ class AccountBook:
     def __setstate__(self, state: Tuple[Any, ...]) -> None:
         self.ids = SeenIds()
         if len(state) == 5:  # a book checkpointed before the rule seam: velocity's held and runs
-            self.ids.seen, self.history, held, runs, self.ids.clock_us = state
+            seen, self.history, held, runs, clock = state
             self.rule_states = [[held, runs]]
-            return
-        self.ids.seen, self.history, self.rule_states, self.ids.clock_us = state
+        else:
+            seen, self.history, self.rule_states, clock = state
+        self.ids.restore(seen, clock)
 
     def decide(
         self,
@@ -205,8 +239,6 @@ class AccountBook:
         verdict = self.ids.check(txn.transaction_id, fingerprint, at, horizon_us)
         if verdict is not NEW:
             return verdict, None, ()
-        if at > clock and len(self.ids.seen) > 16 and horizon_us < FOREVER:
-            self.ids.prune(horizon_us)  # an account's few ids; the id check prunes by its timer
         history = self.history
         if history.last_event_time_us is not None and at - history.last_event_time_us > history_ttl_us:
             history = self.history = AccountHistory()  # idle longer than the TTL: a fresh history

@@ -11,7 +11,7 @@ import pickle
 from typing import Any, List, Optional
 
 import transforms.streaming as streaming
-from transforms.streaming import COMPACT_AFTER, _Ledger
+from transforms.streaming import _Ledger
 
 
 class _Bag:
@@ -89,20 +89,41 @@ def test_a_failure_before_the_write_leaves_no_copy() -> None:
     assert value == {"a": 1}
 
 
-def test_the_log_is_compacted_into_the_whole_value() -> None:
+def test_the_log_is_compacted_once_its_changes_outweigh_the_whole_value(monkeypatch: Any) -> None:
+    """A bundle writes its changes; the whole value is written again only once the changes
+    logged since it weigh more than it, so the log holds at most about twice the value and
+    the whole value's cost is spread over as many bytes of changes."""
+    monkeypatch.setattr(streaming, "COMPACT_FLOOR", 200)
     ledger = _Ledger("test-compact", _apply)
     log, token = _Bag(), _Value()
     value: dict = {}
     tok = None
-    for i in range(COMPACT_AFTER * 2 + 3):
+    wholes = 0
+    for i in range(300):
         value[i] = i
+        before = len(log.items)
         ledger.write("k", value, {i: i}, tok, token, log)
+        wholes += len(log.items) <= before
         value, tok = ledger.read("k", token, log)
-        assert len(log.items) <= COMPACT_AFTER
+        whole = len(log.items[0])
+        changes = sum(len(item) for item in log.items[1:])
+        assert changes <= max(whole, 200)  # never more changes than the whole value
+    assert 3 <= wholes <= 30  # written whole now and then, not at every write
     assert pickle.loads(log.items[0])[0] == 0  # it starts with a whole value
     assert all(pickle.loads(item)[0] == 1 for item in log.items[1:])  # then changes
     streaming._CURRENT.clear()
-    assert ledger.read("k", token, log)[0] == {i: i for i in range(COMPACT_AFTER * 2 + 3)}
+    assert ledger.read("k", token, log)[0] == {i: i for i in range(300)}
+
+
+def test_a_token_of_the_older_form_makes_the_next_write_whole() -> None:
+    ledger = _Ledger("test-old-token", _apply)
+    log, token = _Bag(), _Value()
+    log.items.append(pickle.dumps((0, {"a": 1})))
+    token.value = (7, 1)  # (version, entries): written before the token counted bytes
+    value, tok = ledger.read("k", token, log)
+    value["b"] = 2
+    ledger.write("k", value, {"b": 2}, tok, token, log)
+    assert len(log.items) == 1 and pickle.loads(log.items[0]) == (0, {"a": 1, "b": 2})
 
 
 def test_clear_forgets_the_key() -> None:
@@ -126,7 +147,7 @@ def test_the_cache_weighs_ledger_entries_and_tokens_without_objsize(monkeypatch:
     streaming._weigh_state_cheaply()
     weigh = statecache.get_deep_size
     assert weigh([b"x" * 100, b"y" * 10]) == 64 + 133 + 43
-    assert weigh([(123, 4)]) == 64 + 120
+    assert weigh([(123, 4)]) == weigh([(123, 4, 5, 6)]) == 64 + 160  # tokens, older and newer
     assert not calls
     assert weigh(["something else"]) == 1 and calls  # anything else: Beam's own weigher
 
@@ -157,3 +178,20 @@ def test_a_ledger_written_before_the_kernels_moved_reads_back() -> None:
     assert type(value["acct-1"]) is AccountBook and type(value["ids"]) is SeenIds
     assert type(value["acct-1"].history) is AccountHistory
     assert value["acct-1"].ids.seen == {"t1": ("fp", 5)} and value["ids"].seen == {"t1": ("acct-1", 5)}
+
+
+def test_books_written_as_objects_read_back_as_bytes() -> None:
+    """The account step keeps each book pickled; a ledger of an older version holds the
+    books themselves, and reads back as the same books, pickled."""
+    from kernels.books import AccountBook
+
+    book = AccountBook()
+    book.ids.check("t1", "fp", 5, 10)
+    log, token = _Bag(), _Value()
+    log.items.append(pickle.dumps((0, {"acct-1": book})))
+    log.items.append(pickle.dumps((1, {"acct-2": book})))
+    token.value = (3, 2)
+    streaming._CURRENT.clear()
+    value, _ = streaming._BOOKS_LEDGER.read("k", token, log)
+    assert sorted(value) == ["acct-1", "acct-2"] and all(type(b) is bytes for b in value.values())
+    assert pickle.loads(value["acct-2"]).ids.seen == {"t1": ("fp", 5)}

@@ -68,12 +68,6 @@ __all__ = ["StreamingPayments"]
 _US = 1_000_000
 
 
-class Books(dict):
-    """A key's account books (account id -> ``AccountBook``)."""
-
-    __slots__ = ()
-
-
 def _weigh_state_cheaply() -> None:
     """Make Beam's state cache weigh our state values by a cheap estimate.
 
@@ -98,8 +92,8 @@ def _weigh_state_cheaply() -> None:
             items = objs[0]
             if all(type(item) is bytes for item in items):
                 return 64 + sum(33 + len(item) for item in items)
-            if all(type(item) is tuple and len(item) == 2 for item in items):
-                return 64 + 120 * len(items)
+            if all(type(item) is tuple and len(item) in (2, 4) for item in items):
+                return 64 + 160 * len(items)
         return deep(*objs)
 
     get_deep_size.paystream_weigher = True  # type: ignore[attr-defined]
@@ -109,10 +103,11 @@ def _weigh_state_cheaply() -> None:
 # --- keyed state as a ledger -----------------------------------------------------------
 
 _FULL, _CHANGES = 0, 1
-# A key's log is compacted into one full value after this many entries: a bundle then
-# writes the whole value once in this many bundles, and a cold read replays at most this
-# many entries.
-COMPACT_AFTER = 32
+# A key's log is compacted into one whole value once the changes logged since the last
+# whole value weigh more than it (and more than this floor): writing the whole value
+# then costs no more than the changes did, so a bundle's cost stays proportional to the
+# bundle, and the log holds at most about twice the live state.
+COMPACT_FLOOR = 256 * 1024
 # (step, key) -> (token, value): each key's current value as this process last wrote it.
 _CURRENT: Dict[Tuple[str, Any], Tuple[int, Any]] = {}
 
@@ -130,6 +125,10 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(*self._MOVED.get((module, name), (module, name)))
 
 
+def _loads(blob: bytes) -> Any:
+    return _Unpickler(io.BytesIO(blob)).load()
+
+
 class _Ledger:
     """A key's state value kept as a log of changes, read through this process's own copy.
 
@@ -140,20 +139,25 @@ class _Ledger:
     the entries it changed, pickled then (a snapshot), and writes a token naming the
     new version; this process keeps the value it wrote under that token. A bundle that
     finds its token current uses the kept value; any other (a new process, a restore, a
-    retried bundle whose first attempt was not committed) replays the log. Every
-    ``COMPACT_AFTER`` entries the log is replaced by the whole value.
+    retried bundle whose first attempt was not committed) replays the log. Once the
+    changes logged outweigh the last whole value (``COMPACT_FLOOR``), the log is
+    replaced by the whole value.
 
-    ``apply(value, changes)`` merges one entry of changes into a value.
+    ``apply(value, changes)`` merges one entry of changes into a value; ``settle(value)``,
+    when given, finishes a value replayed from the log (and returns it).
     """
 
     LOG = BagStateSpec("ledger", BytesCoder())
     TOKEN = ReadModifyWriteStateSpec("ledger_token", PickleCoder())
 
-    def __init__(self, step: str, apply: Callable[[Any, Any], None]) -> None:
+    def __init__(
+        self, step: str, apply: Callable[[Any, Any], None], settle: Optional[Callable[[Any], Any]] = None
+    ) -> None:
         self._step = step
         self._apply = apply
+        self._settle = settle
 
-    def read(self, key: Any, token_state: Any, log_state: Any) -> Tuple[Any, Optional[Tuple[int, int]]]:
+    def read(self, key: Any, token_state: Any, log_state: Any) -> Tuple[Any, Optional[Tuple[int, ...]]]:
         """(the value or None, its token)."""
         token = token_state.read()
         if token is None:
@@ -164,11 +168,13 @@ class _Ledger:
             return kept[1], token
         value = None
         for blob in log_state.read():
-            kind, body = _Unpickler(io.BytesIO(blob)).load()
+            kind, body = _loads(blob)
             if kind == _FULL:
                 value = body
             else:
                 self._apply(value, body)
+        if self._settle is not None and value is not None:
+            value = self._settle(value)
         return value, token
 
     def write(
@@ -176,21 +182,32 @@ class _Ledger:
         key: Any,
         value: Any,
         changes: Any,
-        token: Optional[Tuple[int, int]],
+        token: Optional[Tuple[int, ...]],
         token_state: Any,
         log_state: Any,
     ) -> None:
-        """Record ``value``, of which ``changes`` (None: all of it) is what changed."""
-        entries = 0 if token is None else token[1]
-        if changes is None or token is None or entries >= COMPACT_AFTER:
+        """Record ``value``, of which ``changes`` (None: all of it) is what changed.
+
+        The token is (version, entries in the log, bytes logged since the whole value,
+        bytes of the whole value); a token of an older version (two fields) makes the
+        next write whole."""
+        entry = None
+        if changes is not None and token is not None and len(token) == 4:
+            _, entries, logged, whole = token
+            entry = pickle.dumps((_CHANGES, changes), protocol=pickle.HIGHEST_PROTOCOL)
+            logged += len(entry)
+            if logged > max(whole, COMPACT_FLOOR):
+                entry = None
+        if entry is None:
             log_state.clear()
-            log_state.add(pickle.dumps((_FULL, value), protocol=pickle.HIGHEST_PROTOCOL))
-            entries = 1
+            whole = len(blob := pickle.dumps((_FULL, value), protocol=pickle.HIGHEST_PROTOCOL))
+            log_state.add(blob)
+            entries, logged = 1, 0
         else:
-            log_state.add(pickle.dumps((_CHANGES, changes), protocol=pickle.HIGHEST_PROTOCOL))
+            log_state.add(entry)
             entries += 1
         new = random.getrandbits(62)
-        token_state.write((new, entries))
+        token_state.write((new, entries, logged, whole))
         _CURRENT[(self._step, key)] = (new, value)
 
     def clear(self, key: Any, token_state: Any, log_state: Any) -> None:
@@ -199,8 +216,29 @@ class _Ledger:
         _CURRENT.pop((self._step, key), None)
 
 
-def _apply_books(books: Any, changes: Dict[str, AccountBook]) -> None:
+class Books(dict):
+    """A key's account books, each pickled (account id -> the bytes of its ``AccountBook``).
+
+    Kept as bytes, a book costs its pickled size in memory (about a third of the
+    objects' size), the collector never walks it, and the whole value pickles at the
+    speed of a copy; a bundle unpickles the books its payments need."""
+
+    __slots__ = ()
+
+
+def _apply_books(books: Any, changes: Dict[str, Any]) -> None:
     books.update(changes)
+
+
+def _settle_books(books: Dict[str, Any]) -> Books:
+    """Books replayed from a log: those written as objects (by an older version) pickled."""
+    return Books(
+        (account, book if type(book) is bytes else _dumps(book)) for account, book in books.items()
+    )
+
+
+def _dumps(book: AccountBook) -> bytes:
+    return pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _apply_ids(ids: SeenIds, changes: Tuple[Dict[str, Tuple[str, int]], int]) -> None:
@@ -209,8 +247,13 @@ def _apply_ids(ids: SeenIds, changes: Tuple[Dict[str, Tuple[str, int]], int]) ->
     ids.clock_us = max(ids.clock_us, clock_us)
 
 
-_BOOKS_LEDGER = _Ledger("accounts", _apply_books)
-_IDS_LEDGER = _Ledger("ids", _apply_ids)
+def _settle_ids(ids: SeenIds) -> SeenIds:
+    ids.restore(ids.seen, ids.clock_us)  # in the order they are forgotten
+    return ids
+
+
+_BOOKS_LEDGER = _Ledger("accounts", _apply_books, _settle_books)
+_IDS_LEDGER = _Ledger("ids", _apply_ids, _settle_ids)
 
 
 def _key(value: str, keys: int) -> Any:
@@ -298,17 +341,19 @@ class _AccountsFn(beam.DoFn):
         token_state: Any = beam.DoFn.StateParam(TOKEN),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterable[Any]:
-        key = element[0]
-        books, token = _BOOKS_LEDGER.read(key, token_state, log)
-        fresh = books is None
-        if books is None:
-            books = Books()
-        changed = Books()
+        key, payments = element
+        blobs, token = _BOOKS_LEDGER.read(key, token_state, log)
+        fresh = blobs is None
+        if blobs is None:
+            blobs = Books()
+        books: Dict[str, AccountBook] = {}
+        for pending in payments:
+            account = pending.txn.account_id
+            if account not in books and account in blobs:
+                books[account] = pickle.loads(blobs[account])
         id_groups, rows = self._id_groups, self._rows
         settings = self._settings
-        decided = decide_each(
-            books, element[1], self._rules, settings.horizon_us, settings.history_ttl_us, changed
-        )
+        decided = decide_each(books, payments, self._rules, settings.horizon_us, settings.history_ttl_us)
         for out in decided_outputs(decided, self._counts):
             if type(out) is TaggedOutput:
                 yield out
@@ -316,9 +361,11 @@ class _AccountsFn(beam.DoFn):
                 rows.add(group_of(out.txn.transaction_id, id_groups), out, timestamp)
             else:
                 yield out
+        changed = {account: _dumps(book) for account, book in books.items()}
+        blobs.update(changed)
         if fresh and changed:
-            expiry.set(Timestamp(micros=self._idle_after(books[element[1][-1].txn.account_id])))
-        _BOOKS_LEDGER.write(key, books, changed, token, token_state, log)
+            expiry.set(Timestamp(micros=self._idle_after(books[payments[-1].txn.account_id])))
+        _BOOKS_LEDGER.write(key, blobs, changed, token, token_state, log)
 
     def _idle_after(self, book: AccountBook) -> int:
         settings = self._settings
@@ -337,12 +384,12 @@ class _AccountsFn(beam.DoFn):
         token_state: Any = beam.DoFn.StateParam(TOKEN),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> None:
-        books, token = _BOOKS_LEDGER.read(key, token_state, log)
-        if books is None:
+        blobs, token = _BOOKS_LEDGER.read(key, token_state, log)
+        if blobs is None:
             return
         now = fired_at.micros
-        idle = {a: self._idle_after(b) for a, b in books.items()}
-        kept = Books((a, b) for a, b in books.items() if idle[a] > now)
+        idle = {a: self._idle_after(pickle.loads(b)) for a, b in blobs.items()}
+        kept = Books((a, b) for a, b in blobs.items() if idle[a] > now)
         if kept:
             _BOOKS_LEDGER.write(key, kept, None, token, token_state, log)  # pruned: written whole
             # the latest of them: one firing per round (a watermark at the end of a bounded
@@ -378,7 +425,8 @@ class _IdsFn(beam.DoFn):
             expiry.set(Timestamp(micros=element[1][0].txn.event_time_us + self._horizon_us))
         kept, again, conflicts = check_ids(ids, element[1], self._horizon_us)
         seen = ids.seen
-        changes = ({r.txn.transaction_id: seen[r.txn.transaction_id] for r in kept}, ids.clock_us)
+        marks = ((r.txn.transaction_id, seen.get(r.txn.transaction_id)) for r in kept)
+        changes = ({txn_id: mark for txn_id, mark in marks if mark is not None}, ids.clock_us)
         _IDS_LEDGER.write(key, ids, changes, token, token_state, log)
         yield from id_check_outputs(kept, again, conflicts)
 
