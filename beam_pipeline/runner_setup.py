@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
@@ -277,6 +278,55 @@ def make_runner(options: PipelineOptions) -> Any:
     )
 
 
+# Payments reach each Python step by time: the runner sends a step's input every this
+# many ms (Beam's ``data_buffer_time_limit_ms`` experiment) instead of at 1 MB or at the
+# bundle's end, and the Python workers send their output back as often
+# (``element_safe_time_flush``).
+DATA_TIME_LIMIT_MS = 10
+_TIME_LIMIT = "data_buffer_time_limit_ms="
+
+
+def element_safe_time_flush() -> None:
+    """Make the Python SDK's time-based output flush cut only between elements.
+
+    With ``data_buffer_time_limit_ms`` the SDK's output stream is flushed by a timer
+    thread (``data_plane.TimeBasedBufferingClosableOutputStream``) under a lock that the
+    writing of an element does not take, so a flush can send half an element. The Java
+    runner then fails the bundle (``EOFException`` in ``BeamFnDataInboundObserver``, seen
+    here as "Multiplexer hanging up" and "Unknown process bundle instruction id") and
+    the job restarts, again and again. Here every element is written under that lock, so
+    a flush comes before or after it. Done once per process; harmless without the
+    experiment (the size-based stream has no such lock).
+    """
+    from apache_beam.runners.worker import bundle_processor
+
+    op = bundle_processor.DataOutputOperation
+    if getattr(op.process, "paystream_element_safe", False):
+        return
+
+    def process(self: Any, windowed_value: Any) -> None:
+        stream = self.output_stream
+        lock = getattr(stream, "_flush_lock", None)
+        if lock is None:
+            self.windowed_coder_impl.encode_to_stream(windowed_value, stream, True)
+        else:
+            with lock:
+                self.windowed_coder_impl.encode_to_stream(windowed_value, stream, True)
+        stream.maybe_flush()
+
+    process.paystream_element_safe = True  # type: ignore[attr-defined]
+    process.__wrapped_beam__ = op.process  # type: ignore[attr-defined]
+    op.process = process  # type: ignore[method-assign]
+
+
+def data_time_limit_ms(options: PipelineOptions) -> int:
+    """The run's ``data_buffer_time_limit_ms`` experiment (0: none)."""
+    for experiment in options.view_as(DebugOptions).experiments or []:
+        if experiment.startswith(_TIME_LIMIT):
+            return int(experiment[len(_TIME_LIMIT) :])
+    return 0
+
+
 # Collect the youngest generation every this many net allocations (Python's default: 700).
 _GC_YOUNG_THRESHOLD = 1_000_000
 
@@ -360,12 +410,18 @@ def runner_setup(argv: List[str]) -> Iterator[RunnerSetup]:
         options = PipelineOptions(args)
         opts = options.view_as(PaystreamOptions)
         if scratch is not None:
-            entries = {"execution.buffer-timeout": f"{max(0, opts.flink_buffer_timeout_ms)} ms"}
+            entries = {
+                "execution.buffer-timeout": f"{max(0, opts.flink_buffer_timeout_ms)} ms",
+                # RocksDB (the default state backend) checkpoints only what changed
+                "state.backend.incremental": "true",
+            }
             if resumed_from:
                 restore_on_local_flink(options, resumed_from, scratch, entries)
                 _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)
             else:
                 local_flink_conf(options, scratch, entries)
+        if data_time_limit_ms(options) > 0:
+            element_safe_time_flush()  # for the workers of this process (LOOPBACK)
         options.view_as(SetupOptions).save_main_session = False
         remote = bool(options.view_as(PortableOptions).output_executable_path)
         key_path = resolve_key_file(opts, remote)

@@ -22,6 +22,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m beam_pipeline.worker", description=__doc__)
     parser.add_argument("--service_port", type=int, default=50000, help="worker pool gRPC port")
     parser.add_argument("--metrics_port", type=int, default=9102, help="Prometheus /metrics port")
+    parser.add_argument(
+        "--data_buffer_time_limit_ms",
+        type=int,
+        default=None,
+        help="send each step's output to the runner at least this often, ms (default: the "
+        "pipeline's, beam_pipeline.runner_setup.DATA_TIME_LIMIT_MS; 0: at 1 MB or the bundle's end)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
@@ -29,7 +36,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from transforms import telemetry
 
     port = telemetry.serve(args.metrics_port)
-    address, server = BeamFnExternalWorkerPoolServicer.start(use_process=False, port=args.service_port)
+    from beam_pipeline.runner_setup import DATA_TIME_LIMIT_MS, element_safe_time_flush
+
+    limit = DATA_TIME_LIMIT_MS if args.data_buffer_time_limit_ms is None else args.data_buffer_time_limit_ms
+    if limit > 0:
+        element_safe_time_flush()
+    address, server = BeamFnExternalWorkerPoolServicer.start(
+        use_process=False, port=args.service_port, data_buffer_time_limit_ms=limit
+    )
     print(f"paystream worker pool at {address}; metrics on :{port}/metrics", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -55,6 +55,7 @@ KAFKA_VERSION = os.environ.get("PAYSTREAM_KAFKA_VERSION", "4.1.1")
 BEAM_EXPANSION_JAVA_VERSION = os.environ.get("PAYSTREAM_BEAM_EXPANSION_VERSION", "2.73.0")
 BEAM_FLINK_JAVA_VERSION = os.environ.get("PAYSTREAM_BEAM_FLINK_VERSION", "2.62.0")
 FLINK_VERSION = "1.19"
+FLINK_RUNTIME_VERSION = "1.19.0"  # the Flink that beam-runners-flink-1.19 depends on
 KAFKA_CLIENTS_FOR_BEAM = "3.9.1"
 JAMM = "com.github.jbellis:jamm:0.4.0"
 
@@ -204,6 +205,9 @@ def fetch_beam() -> dict[str, Path]:
             f"org.apache.beam:beam-sdks-java-harness:{fv}",
             f"org.apache.beam:beam-sdks-java-io-kafka:{fv}",
             f"org.apache.kafka:kafka-clients:{KAFKA_CLIENTS_FOR_BEAM}",
+            # Streaming state in RocksDB, off the JVM heap, checkpointed incrementally, as
+            # the production cluster keeps it (in flink-dist there, not in the runner's jars)
+            f"org.apache.flink:flink-statebackend-rocksdb:{FLINK_RUNTIME_VERSION}",
             JAMM,
             "org.slf4j:slf4j-simple:1.7.36",
         ],

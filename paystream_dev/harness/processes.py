@@ -71,6 +71,10 @@ class RssSampler:
 
     def __init__(self, every_s: float = 1.0, t0: Optional[float] = None) -> None:
         self.samples: List[Tuple[float, Dict[str, int]]] = []
+        # beside each sample: the CPU seconds (user + system) each group's processes have
+        # used since they started, summed over the pids of the group then
+        self.cpu: List[Tuple[float, Dict[str, float]]] = []
+        self._procs: Dict[int, psutil.Process] = {}
         self._every = every_s
         self._t0 = time.monotonic() if t0 is None else t0
         self._groups: Dict[str, Callable[[], Iterable[int]]] = {}
@@ -86,18 +90,28 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             row: Dict[str, int] = {}
+            cpu: Dict[str, float] = {}
             seen = False
             for name, pids in list(self._groups.items()):
-                total = 0
+                total, seconds = 0, 0.0
                 for pid in pids():
                     seen = True
                     try:
-                        total += psutil.Process(pid).memory_info().rss
+                        proc = self._procs.get(pid)
+                        if proc is None:
+                            proc = self._procs[pid] = psutil.Process(pid)
+                        with proc.oneshot():
+                            total += proc.memory_info().rss
+                            times = proc.cpu_times()
+                        seconds += times.user + times.system
                     except psutil.Error:
                         pass
                 row[name] = total
+                cpu[name] = seconds
             if seen:
-                self.samples.append((time.monotonic() - self._t0, row))
+                at = time.monotonic() - self._t0
+                self.samples.append((at, row))
+                self.cpu.append((at, cpu))
             self._stop.wait(self._every)
 
     def totals(self) -> List[Tuple[float, int]]:
