@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     FlinkRunnerOptions,
+    JobServerOptions,
     PipelineOptions,
     PortableOptions,
     SetupOptions,
@@ -105,19 +106,22 @@ def flink_streaming(options: PipelineOptions) -> bool:
 
 
 # What a streaming run on Flink needs, each kept when the user gives it: checkpoints (Kafka
-# offsets are committed when one completes) and state kept in files (the account books
-# outgrow Flink's 5 MB in-memory checkpoint limit within minutes). Bundles close after
-# 20,000 payments or 50 ms (the runner's option is maxBundleTimeMills): measured with
-# `python -m bench.streaming --settings` (README, "Live latency"), 50 ms gave alerts in
-# Redis 307 ms after their payment at p50 (708 ms p99) at 1,000 live payments/s, where 500
-# ms gave 1,575 ms (2,888 ms), and 5,614 payments/s on a pre-filled topic against 4,566.
-# A 256 MB Python state cache keeps each key's ledger token read once per worker.
+# offsets are committed when one completes) and state in RocksDB (off the JVM heap,
+# checkpointed incrementally: ``state.backend.incremental`` in the local Flink's
+# configuration; the production cluster sets the same in k8s-flink). Bundles close after
+# 20,000 payments or 25 ms (the runner's option is maxBundleTimeMills): a payment waits for
+# its bundle's end at each Python step, and each bundle costs the Python worker a fixed
+# price. Measured with `python -m bench.soak` at 2,000 payments/s (docs/performance.md,
+# "Steady under load"): 25 ms gave alert p50 about 100 ms where 50 ms gave 180-190 ms (one
+# subtask per step) and 500 ms 1.1-1.3 s.
+# A 64 MB Python state cache keeps each key's ledger token read once per worker (the logs it
+# also holds, read only after a restore, are evicted as it fills).
 FLINK_STREAMING_DEFAULTS = {
     "checkpointing_interval": "10000",
-    "state_backend": "filesystem",
+    "state_backend": "rocksdb",
     "max_bundle_size": "20000",
-    "max_bundle_time_mills": "50",
-    "max_cache_memory_usage_mb": "256",
+    "max_bundle_time_mills": "25",
+    "max_cache_memory_usage_mb": "64",
 }
 
 
@@ -207,6 +211,10 @@ def restore_on_local_flink(
     local_flink_conf(options, scratch_dir, {**(entries or {}), "execution.savepoint.path": uri})
 
 
+# The heap of the local Flink's JVM (the job server): its state is off the heap (RocksDB).
+LOCAL_FLINK_HEAP = "1g"
+
+
 def runner_defaults(options: PipelineOptions) -> None:
     """Local Flink without set-up: the job server jar from our cache, LOOPBACK Python workers."""
     if runner_name(options) != "flink":
@@ -219,6 +227,16 @@ def runner_defaults(options: PipelineOptions) -> None:
         portable = options.view_as(PortableOptions)
         if not portable.environment_type:
             portable.environment_type = "LOOPBACK"
+        if portable.environment_type == "LOOPBACK" and flink.parallelism in (None, -1):
+            # LOOPBACK workers are threads of this process, under one GIL: a second subtask
+            # per step adds bundles (and their cost) but no Python capacity (measured in
+            # docs/performance.md, "Steady under load")
+            flink.parallelism = 1
+        server = options.view_as(JobServerOptions)
+        properties = list(server.job_server_jvm_properties or [])
+        if not any(p.startswith("-Xmx") for p in properties):
+            # the state is in RocksDB, off the heap: a heap without a cap only grows
+            server.job_server_jvm_properties = [*properties, f"-Xmx{LOCAL_FLINK_HEAP}"]
 
 
 def resolve_key_file(opts: PaystreamOptions, remote: bool = False) -> str:
@@ -278,11 +296,8 @@ def make_runner(options: PipelineOptions) -> Any:
     )
 
 
-# Payments reach each Python step by time: the runner sends a step's input every this
-# many ms (Beam's ``data_buffer_time_limit_ms`` experiment) instead of at 1 MB or at the
-# bundle's end, and the Python workers send their output back as often
-# (``element_safe_time_flush``).
-DATA_TIME_LIMIT_MS = 10
+# Beam's experiment that makes the runner and the Python workers send a step's data every
+# so many ms instead of at 1 MB or at the bundle's end.
 _TIME_LIMIT = "data_buffer_time_limit_ms="
 
 

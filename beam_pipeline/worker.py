@@ -25,9 +25,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--data_buffer_time_limit_ms",
         type=int,
-        default=None,
-        help="send each step's output to the runner at least this often, ms (default: the "
-        "pipeline's, beam_pipeline.runner_setup.DATA_TIME_LIMIT_MS; 0: at 1 MB or the bundle's end)",
+        default=0,
+        help="send each step's output to the runner at least this often, ms (Beam's "
+        "data_buffer_time_limit_ms; default 0: at 1 MB or at the bundle's end)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -36,9 +36,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from transforms import telemetry
 
     port = telemetry.serve(args.metrics_port)
-    from beam_pipeline.runner_setup import DATA_TIME_LIMIT_MS, element_safe_time_flush
+    from beam_pipeline.runner_setup import element_safe_time_flush
 
-    limit = DATA_TIME_LIMIT_MS if args.data_buffer_time_limit_ms is None else args.data_buffer_time_limit_ms
+    limit = args.data_buffer_time_limit_ms
     if limit > 0:
         element_safe_time_flush()
     address, server = BeamFnExternalWorkerPoolServicer.start(

@@ -76,6 +76,21 @@ def _pipeline_split(run: LiveRun) -> Tuple[Callable[[], List[int]], Callable[[],
     )
 
 
+def watch_processes(run: LiveRun, broker: KafkaBroker, server: RedisServer) -> RssSampler:
+    """RSS and CPU of each process of a live run, sampled each second once started: the
+    pipeline's Python, its JVM, the broker, redis-server, and this process."""
+    rss = RssSampler(every_s=1.0, t0=run.t0)
+    python, jvm = _pipeline_split(run)
+    rss.watch("pipeline Python", python)
+    rss.watch("pipeline JVM (Flink)", jvm)
+    broker_pid = broker.pid
+    rss.watch("Kafka broker", lambda: [broker_pid] if broker_pid else [])
+    redis_pids = [server.proc.pid] if server.proc is not None else []
+    rss.watch("redis-server", lambda: redis_pids)
+    rss.watch("simulator + reader", lambda: [os.getpid()])
+    return rss
+
+
 def per_minute(
     run: LiveRun, rss: RssSampler, start_t: float, start_wall: float, minutes: int
 ) -> List[Dict[str, Any]]:
@@ -247,15 +262,7 @@ def soak(
             f"reference XADD->XREAD: p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms", flush=True
         )
         run = LiveRun(broker, server.url, work, pipeline_args, seed=seed)
-        rss = RssSampler(every_s=1.0, t0=run.t0)
-        python, jvm = _pipeline_split(run)
-        rss.watch("pipeline Python", python)
-        rss.watch("pipeline JVM (Flink)", jvm)
-        broker_pid = broker.pid
-        rss.watch("Kafka broker", lambda: [broker_pid] if broker_pid else [])
-        redis_pids = [server.proc.pid] if server.proc is not None else []
-        rss.watch("redis-server", lambda: redis_pids)
-        rss.watch("simulator + reader", lambda: [os.getpid()])
+        rss = watch_processes(run, broker, server)
         try:
             run.start()
             rss.start()
@@ -299,6 +306,17 @@ def soak(
 
 def report(result: Dict[str, Any]) -> None:
     rows = result["minutes"]
+    print_minutes(rows)
+    _verdict_lines(result)
+
+
+def _f(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def print_minutes(rows: List[Dict[str, Any]]) -> None:
+    """The per-minute table (RSS, lag, alert latency) and the CPU table."""
+    f = _f
     names = sorted({n for r in rows for n in r["rss_mb"]})
     short = {n: n.split(" (")[0][:16] for n in names}
     print("\nper minute (RSS: peak MB in the minute; lag: payments; latency: ms)")
@@ -307,9 +325,6 @@ def report(result: Dict[str, Any]) -> None:
         + " ".join(f"{short[n]:>16}" for n in names)
         + f" {'all':>7} {'lag max':>8} {'lag end':>8} {'alerts':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6}"
     )
-
-    def f(v: Optional[float]) -> str:
-        return "-" if v is None else f"{v:,.0f}"
 
     for r in rows:
         print(
@@ -325,6 +340,10 @@ def report(result: Dict[str, Any]) -> None:
         for r in rows:
             cpu = r.get("cpu_s", {})
             print(f"{r['minute']:>3} " + " ".join(f"{f(cpu.get(n)):>16}" for n in cpu_names))
+
+
+def _verdict_lines(result: Dict[str, Any]) -> None:
+    f = _f
     v, ref, e = result["verdicts"], result["reference"], result["exact"]
     after = f"after minute {result['warmup_minutes']}"
 

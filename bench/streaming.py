@@ -22,7 +22,7 @@ group of its own:
                 the plain-Python limit of our own code;
   (b) floor     a trivial Beam graph on the same runner as (c): Kafka -> json.loads ->
                 count (``bench/streaming_floor.py``);
-  (c) paystream ``python -m beam_pipeline --runner=FlinkRunner --parallelism=2 --streaming
+  (c) paystream ``python -m beam_pipeline --runner=FlinkRunner --streaming
                 --source=kafka`` writing the DuckDB warehouse and Redis alerts, as a user
                 runs it (extra flags: ``--paystream-args``);
   (d) quix      Quix Streams doing the same work (``bench/quix_peer.py``, in a virtualenv
@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from paystream_dev.harness.live import Phase, counters, reference_xread_ms, run_live  # noqa: E402
+from paystream_dev.harness.live import LiveRun, Phase, counters, reference_xread_ms, run_live  # noqa: E402
 from paystream_dev.harness.ports import free_port  # noqa: E402
 from paystream_dev.harness.processes import TreeRss, stop_tree  # noqa: E402
 from paystream_dev.harness.services import KafkaBroker, RedisServer  # noqa: E402
@@ -352,7 +352,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _live_parts(args)
         return
     only = set(args.only.split(","))
-    runner_args = ["--runner=FlinkRunner", "--parallelism=2", "--streaming"]
+    runner_args = ["--runner=FlinkRunner", "--streaming"]  # the defaults: one subtask per step
     results: List[Dict[str, Any]] = []
     work = tempfile.mkdtemp(prefix="paystream-bench-")
     print(f"work dir: {work}", flush=True)
@@ -451,12 +451,38 @@ def _exact_line(e: Dict[str, Any]) -> str:
 
 
 def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int = 1) -> Dict[str, Any]:
-    """The live simulator through ``phases``: alert latency, lag, exactness."""
+    """The live simulator through ``phases``: alert latency, lag, exactness; per minute of
+    each phase the alert latency, RSS, lag and CPU seconds of each process
+    (``bench.soak``'s tables)."""
+    from bench.soak import per_minute, print_minutes, watch_processes
+
     work = tempfile.mkdtemp(prefix="paystream-live-")
     print(f"work dir: {work}; pipeline flags: {' '.join(pipeline_args) or '(defaults)'}", flush=True)
+    starts: List[Tuple[float, float]] = []
     with KafkaBroker() as broker, RedisServer() as server:
         reference = reference_xread_ms(server.url)
-        res = run_live(broker, server.url, phases, work, pipeline_args, seed=seed)
+        run = LiveRun(broker, server.url, work, pipeline_args, seed=seed)
+        rss = watch_processes(run, broker, server)
+        try:
+            run.start()
+            rss.start()
+            run.warm_up()
+            for phase in phases:
+                starts.append((time.monotonic() - run.t0, time.time()))
+                run.phase(phase)
+            run.drain()
+        except BaseException:
+            run.abort()
+            rss.stop()
+            raise
+        res = run.finish()
+        rss.stop()
+    minutes = []
+    for phase, (start_t, start_wall) in zip(phases, starts):
+        rows = per_minute(run, rss, start_t, start_wall, max(1, int(phase.seconds // 60)))
+        print(f"\n{phase.rate:,.0f}/s, per minute:")
+        print_minutes(rows)
+        minutes.append(rows)
     print("\nalert latency: Kafka ack of the crossing payment -> XREAD of its alert; lag: acked - read")
     print(PHASE_HEADER)
     for p in res.phases:
@@ -468,6 +494,7 @@ def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int 
     return {
         "pipeline_args": list(pipeline_args),
         "phases": res.phases,
+        "minutes": minutes,
         "exact": res.exact,
         "reference": reference,
     }

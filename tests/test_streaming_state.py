@@ -195,3 +195,24 @@ def test_books_written_as_objects_read_back_as_bytes() -> None:
     value, _ = streaming._BOOKS_LEDGER.read("k", token, log)
     assert sorted(value) == ["acct-1", "acct-2"] and all(type(b) is bytes for b in value.values())
     assert pickle.loads(value["acct-2"]).ids.seen == {"t1": ("fp", 5)}
+
+
+def test_a_growing_log_is_weighed_by_its_new_entries(monkeypatch: Any) -> None:
+    """Beam extends a cached log in place and weighs it again at every append: the weight
+    of what was weighed before is kept, and the total stays right."""
+    from apache_beam.runners.worker import statecache
+
+    monkeypatch.setattr(statecache, "get_deep_size", lambda *objs: 1)
+    streaming._weigh_state_cheaply()
+    weigh = statecache.get_deep_size
+    log = [b"x" * 100]
+    assert weigh(log) == 64 + 133
+    seen: List[int] = []
+    for n in range(1, 50):
+        log.append(b"y" * n)
+        seen.append(weigh(log))
+    assert seen[-1] == 64 + 133 + sum(33 + n for n in range(1, 50))
+    assert streaming._WEIGHED[id(log)][0] == len(log)  # only the new entries were read
+    other = [b"z" * 10]  # another log (say, after a compaction): weighed afresh
+    assert weigh(other) == 64 + 43
+    assert weigh([]) == 64

@@ -33,6 +33,7 @@ What a runner does with this: docs/performance.md, "Streaming on Flink".
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 import random
 import time
@@ -68,6 +69,12 @@ __all__ = ["StreamingPayments"]
 _US = 1_000_000
 
 
+# id(list) -> (items weighed, their weight, id of the first item): a ledger's cached log is
+# one list that Beam extends in place and weighs again at every append
+_WEIGHED: Dict[int, Tuple[int, int, int]] = {}
+_WEIGHED_MAX = 4096
+
+
 def _weigh_state_cheaply() -> None:
     """Make Beam's state cache weigh our state values by a cheap estimate.
 
@@ -75,9 +82,12 @@ def _weigh_state_cheaply() -> None:
     the extended list back), with ``objsize``, which gathers the globals of every loaded
     module first: about 1 ms per call with Beam[gcp] loaded (measured in
     bench/streaming.py: the cache on was slower than off). Our values are the ledgers'
-    entries (pickled bytes) and tokens (pairs of ints): those are weighed by their
-    length; anything else by Beam's own function. Done once per worker process, at a
-    step's setup.
+    entries (pickled bytes) and tokens (tuples of ints): those are weighed by their
+    length; anything else by Beam's own function. A log is weighed once per entry: the
+    weight of the entries already weighed is kept (``_WEIGHED``), or an append would cost
+    in proportion to the whole log (after a minute at 2,000 payments/s this was the
+    Python worker's largest growing cost). Done once per worker process, at a step's
+    setup.
     """
     try:
         from apache_beam.runners.worker import statecache
@@ -90,14 +100,34 @@ def _weigh_state_cheaply() -> None:
     def get_deep_size(*objs: Any) -> int:
         if len(objs) == 1 and type(objs[0]) is list:
             items = objs[0]
-            if all(type(item) is bytes for item in items):
-                return 64 + sum(33 + len(item) for item in items)
+            if not items:
+                return 64
+            if type(items[0]) is bytes:
+                return _weigh_log(items) or deep(*objs)
             if all(type(item) is tuple and len(item) in (2, 4) for item in items):
                 return 64 + 160 * len(items)
         return deep(*objs)
 
     get_deep_size.paystream_weigher = True  # type: ignore[attr-defined]
     statecache.get_deep_size = get_deep_size
+
+
+def _weigh_log(items: List[Any]) -> int:
+    """The weight of a list of bytes, counting only the items not weighed before (0: not
+    all bytes)."""
+    known = _WEIGHED.get(id(items))
+    if known is not None and known[0] <= len(items) and known[2] == id(items[0]):
+        done, weight = known[0], known[1]
+    else:
+        done, weight = 0, 64
+    for item in itertools.islice(items, done, None):
+        if type(item) is not bytes:
+            return 0
+        weight += 33 + len(item)
+    if len(_WEIGHED) >= _WEIGHED_MAX:
+        _WEIGHED.clear()
+    _WEIGHED[id(items)] = (len(items), weight, id(items[0]))
+    return weight
 
 
 # --- keyed state as a ledger -----------------------------------------------------------

@@ -167,7 +167,6 @@ def _pipeline_cmd(
         "-m",
         "beam_pipeline",
         "--runner=FlinkRunner",
-        "--parallelism=2",
         "--streaming",
         "--source=kafka",
         f"--kafka_bootstrap_servers={broker.bootstrap_servers}",
