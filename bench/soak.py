@@ -187,9 +187,7 @@ def verdicts(
     its RSS flat from ``RSS_FLAT_FROM_MINUTE`` on (or the second half of a shorter run);
     the lag bounded."""
     after = [r for r in rows[warmup_minutes:]]
-    worst = {
-        q: max((r[q] for r in after if r[q] is not None), default=None) for q in ("p50_ms", "p99_ms")
-    }
+    worst = {q: max((r[q] for r in after if r[q] is not None), default=None) for q in ("p50_ms", "p99_ms")}
     rss_max = max((pipeline_rss(r) for r in after if r["rss_mb"]), default=None)
     flat_from = RSS_FLAT_FROM_MINUTE if len(rows) >= 2 * RSS_FLAT_FROM_MINUTE else len(rows) // 2 + 1
     return {
@@ -218,7 +216,7 @@ def plot(result: Dict[str, Any], path: str) -> None:
 
     rows = result["minutes"]
     minutes = [r["minute"] for r in rows]
-    fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(9, 13), sharex=True)
     names = sorted({n for r in rows for n in r["rss_mb"]})
     for name in names:
         axes[0].plot(minutes, nan([r["rss_mb"].get(name) for r in rows]), marker=".", label=name)
@@ -237,13 +235,19 @@ def plot(result: Dict[str, Any], path: str) -> None:
     axes[2].axhline(result["reference"]["p99_ms"] or 0, color="grey", linestyle=":", label="XADD->XREAD p99")
     axes[2].set_yscale("log")
     axes[2].set_ylabel("alert latency (ms)")
-    axes[2].set_xlabel("minute")
     axes[2].legend(fontsize=8)
+    for name in sorted({n for r in rows for n in r.get("cpu_s", {})}):
+        axes[3].plot(minutes, nan([r.get("cpu_s", {}).get(name) for r in rows]), marker=".", label=name)
+    axes[3].axhline(60, color="grey", linestyle=":", label="one core")
+    axes[3].set_ylabel("CPU seconds per minute")
+    axes[3].set_xlabel("minute")
+    axes[3].legend(fontsize=8, ncol=3)
     v = result["verdicts"]
     fig.suptitle(
-        f"soak: {result['rate']:,.0f} payments/s for {result['minutes_run']} min | pipeline RSS "
-        f"+/-{v['rss_spread_pct']} % after min {result['warmup_minutes']} | lag slope {v['lag_slope_per_s']}/s | "
-        f"alert p99 {v['p99_ms']} ms",
+        f"soak: {result['rate']:,.0f} payments/s for {result['minutes_run']} min | worst minute after "
+        f"{result['warmup_minutes']}: p50 {v.get('worst_minute_p50_ms')} ms, p99 {v.get('worst_minute_p99_ms')} ms\n"
+        f"pipeline RSS max {v.get('rss_max_mb')} MB, +/-{v['rss_spread_pct']} % from min "
+        f"{v.get('rss_flat_from_minute')} | lag slope {v['lag_slope_per_s']}/s",
         fontsize=10,
     )
     fig.tight_layout()

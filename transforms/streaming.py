@@ -13,7 +13,10 @@
 
 The step bodies are the batch driver's (``transforms/steps.py``). A key's books are kept
 as a ledger: a log of the books each bundle changed, read back only when this process
-has no current copy, so a bundle writes what it changed, not the whole group.
+has no current copy, so a bundle writes what it changed, not the whole group; the log is
+compacted once its changes outweigh the whole value. The books are kept pickled
+(``Books``), and the ids are forgotten as the clock passes their horizon
+(``kernels.books.SeenIds``).
 
 Order: an account's payments reach its step in the order of their Kafka partition: the
 source's subtask for that partition parses them and sends them down one channel. The id
@@ -24,8 +27,9 @@ features and windows before its row is refused.
 
 Expiry needs no timer per payment: each key has one event-time timer, set when its
 state is created and moved forward when it fires, that drops the books whose account
-has been idle past ``AccountBook.idle_after_us`` (and prunes the id groups) and is set
-again for the latest of the books it kept.
+has been idle past ``AccountBook.idle_after_us`` and is set again for the latest of the
+books it kept; the id check's timer frees the ids of a group that no payment reaches
+any more.
 
 What a runner does with this: docs/performance.md, "Streaming on Flink".
 """
@@ -85,9 +89,9 @@ def _weigh_state_cheaply() -> None:
     entries (pickled bytes) and tokens (tuples of ints): those are weighed by their
     length; anything else by Beam's own function. A log is weighed once per entry: the
     weight of the entries already weighed is kept (``_WEIGHED``), or an append would cost
-    in proportion to the whole log (after a minute at 2,000 payments/s this was the
-    Python worker's largest growing cost). Done once per worker process, at a step's
-    setup.
+    in proportion to the whole log (at 2,000 payments/s its share of the Python
+    worker's time grew fivefold from minute 1 to minute 4). Done once per worker process,
+    at a step's setup.
     """
     try:
         from apache_beam.runners.worker import statecache
@@ -262,9 +266,7 @@ def _apply_books(books: Any, changes: Dict[str, Any]) -> None:
 
 def _settle_books(books: Dict[str, Any]) -> Books:
     """Books replayed from a log: those written as objects (by an older version) pickled."""
-    return Books(
-        (account, book if type(book) is bytes else _dumps(book)) for account, book in books.items()
-    )
+    return Books((account, book if type(book) is bytes else _dumps(book)) for account, book in books.items())
 
 
 def _dumps(book: AccountBook) -> bytes:
