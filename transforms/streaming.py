@@ -292,43 +292,33 @@ def _key(value: str, keys: int) -> Any:
     return group_of(value, keys) if keys else value
 
 
-# A step's lists leave this long after their first payment at the latest, even when the
-# bundle goes on (a runner that sends data by time, ``data_buffer_time_limit_ms``, keeps
-# a bundle open longer than this).
-FLUSH_AFTER_S = 0.02
-
-
 class _Lists:
     """A bundle's payments, one list per key, and the earliest timestamp among its inputs.
 
     Between two steps, a bundle's payments travel as one ``(key, RecordList)`` element
-    per key, emitted when the bundle finishes or ``FLUSH_AFTER_S`` after the first of
-    them, whichever comes first: the runner then moves, encodes and keys tens of
-    elements per bundle instead of one per payment (on Flink the JVM's side of each
-    element cost more than our Python, ``bench/streaming.py``). A key's list keeps the
-    order the payments were read in. The lists leave stamped with the earliest input
-    timestamp among them, which the runner's watermark has not yet passed.
+    per key, emitted when the bundle finishes: the runner then moves, encodes and keys
+    tens of elements per bundle instead of one per payment (on Flink the JVM's side of
+    each element cost more than our Python, ``bench/streaming.py``). A key's list keeps
+    the order the payments were read in, and a key gets one list per bundle: a runner
+    need not keep the order of two elements of one key from one bundle (the streaming
+    DirectRunner does not), so lists sent before the bundle's end could reorder an
+    account's payments. The lists leave stamped with the earliest input timestamp of the
+    bundle, which the runner's watermark has not yet passed.
     """
 
-    __slots__ = ("lists", "earliest", "opened")
+    __slots__ = ("lists", "earliest")
 
     def __init__(self) -> None:
         self.lists: Dict[Any, RecordList] = {}
         self.earliest: Optional[Timestamp] = None
-        self.opened = 0.0
 
-    def add(self, key: Any, item: Any, timestamp: Timestamp) -> bool:
-        """Add ``item``; True when the lists are due to leave."""
+    def add(self, key: Any, item: Any, timestamp: Timestamp) -> None:
         part = self.lists.get(key)
         if part is None:
             part = self.lists[key] = RecordList()
         part.append(item)
-        now = time.monotonic()
-        if self.earliest is None:
-            self.earliest, self.opened = timestamp, now
-        elif timestamp < self.earliest:
+        if self.earliest is None or timestamp < self.earliest:
             self.earliest = timestamp
-        return now - self.opened >= FLUSH_AFTER_S
 
     def drain(self) -> Iterable[WindowedValue]:
         if self.earliest is not None:
@@ -340,8 +330,7 @@ class _Lists:
 
 
 class _ParseAndMaskFn(ParseStepFn):
-    """Each payload parsed and masked as it comes; lists by account key leave at the bundle's
-    end, or sooner (``_Lists``)."""
+    """Each payload parsed and masked as it comes; lists by account key leave at the bundle's end."""
 
     def start_bundle(self) -> None:
         super().start_bundle()
@@ -351,8 +340,7 @@ class _ParseAndMaskFn(ParseStepFn):
         raw, source = element
         out = self._body.parse(raw, source, int(time.time() * _US))
         if type(out) is Pending:
-            if self._out.add(_key(out.txn.account_id, self._groups), out, timestamp):
-                yield from self._out.drain()
+            self._out.add(_key(out.txn.account_id, self._groups), out, timestamp)
         else:
             yield TaggedOutput(DEAD_LETTER_TAG, out)
 
@@ -401,12 +389,11 @@ class _AccountsFn(beam.DoFn):
         id_groups, rows = self._id_groups, self._rows
         settings = self._settings
         decided = decide_each(books, payments, self._rules, settings.horizon_us, settings.history_ttl_us)
-        due = False
         for out in decided_outputs(decided, self._counts):
             if type(out) is TaggedOutput:
                 yield out
             elif id_groups:
-                due |= rows.add(group_of(out.txn.transaction_id, id_groups), out, timestamp)
+                rows.add(group_of(out.txn.transaction_id, id_groups), out, timestamp)
             else:
                 yield out
         changed = {account: _dumps(book) for account, book in books.items()}
@@ -414,8 +401,6 @@ class _AccountsFn(beam.DoFn):
         if fresh and changed:
             expiry.set(Timestamp(micros=self._idle_after(books[payments[-1].txn.account_id])))
         _BOOKS_LEDGER.write(key, blobs, changed, token, token_state, log)
-        if due:
-            yield from rows.drain()
 
     def _idle_after(self, book: AccountBook) -> int:
         settings = self._settings
