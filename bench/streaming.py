@@ -453,8 +453,8 @@ def _exact_line(e: Dict[str, Any]) -> str:
 def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int = 1) -> Dict[str, Any]:
     """The live simulator through ``phases``: alert latency, lag, exactness; per minute of
     each phase the alert latency, RSS, lag and CPU seconds of each process
-    (``bench.soak``'s tables)."""
-    from bench.soak import per_minute, print_minutes, watch_processes
+    (``paystream_dev.harness.minutes``)."""
+    from paystream_dev.harness.minutes import per_minute, print_minutes, watch_processes
 
     work = tempfile.mkdtemp(prefix="paystream-live-")
     print(f"work dir: {work}; pipeline flags: {' '.join(pipeline_args) or '(defaults)'}", flush=True)
