@@ -37,17 +37,16 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from typing import Any, Dict, List, Optional
 
-from paystream_dev.harness.live import LiveRun, Phase, percentile, reference_xread_ms, slope
+from paystream_dev.harness.live import Phase, percentile, reference_xread_ms, slope
 from paystream_dev.harness.minutes import (
     fmt,
     per_minute,
     pipeline_rss,
     print_minutes,
     round1,
-    watch_processes,
+    run_watched,
 )
 from paystream_dev.harness.services import KafkaBroker, RedisServer
 
@@ -91,7 +90,7 @@ def verdicts(
     """The bars, in every minute after the warm-up: alert p99 and p50, the pipeline's RSS;
     its RSS flat from ``RSS_FLAT_FROM_MINUTE`` on (or the second half of a shorter run);
     the lag bounded."""
-    after = [r for r in rows[warmup_minutes:]]
+    after = rows[warmup_minutes:]
     worst = {q: max((r[q] for r in after if r[q] is not None), default=None) for q in ("p50_ms", "p99_ms")}
     rss_max = max((pipeline_rss(r) for r in after if r["rss_mb"]), default=None)
     flat_from = RSS_FLAT_FROM_MINUTE if len(rows) >= 2 * RSS_FLAT_FROM_MINUTE else len(rows) // 2 + 1
@@ -170,21 +169,8 @@ def soak(
         print(
             f"reference XADD->XREAD: p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms", flush=True
         )
-        run = LiveRun(broker, server.url, work, pipeline_args, seed=seed)
-        rss = watch_processes(run, broker, server)
-        try:
-            run.start()
-            rss.start()
-            run.warm_up()
-            start_t, start_wall = time.monotonic() - run.t0, time.time()
-            run.phase(Phase(rate, minutes * 60))
-            run.drain(timeout_s=600)
-        except BaseException:
-            run.abort()
-            rss.stop()
-            raise
-        res = run.finish()
-        rss.stop()
+        watched = run_watched(broker, server, work, [Phase(rate, minutes * 60)], pipeline_args, seed, 600)
+    run, res, rss, ((start_t, start_wall),) = watched
     rows = per_minute(run, rss, start_t, start_wall, minutes)
     steady = [
         s for s in run.samples if s["t"] >= start_t + 60 * warmup_minutes and s["t"] < start_t + 60 * minutes
@@ -220,7 +206,6 @@ def report(result: Dict[str, Any]) -> None:
 
 
 def _verdict_lines(result: Dict[str, Any]) -> None:
-    f = fmt
     v, ref, e = result["verdicts"], result["reference"], result["exact"]
     after = f"after minute {result['warmup_minutes']}"
 
@@ -233,7 +218,7 @@ def _verdict_lines(result: Dict[str, Any]) -> None:
         f"({meets(v['p99_met'])} {P99_TARGET_MS:.0f} ms); all alerts {after}: p99 {v['p99_ms']} ms\n"
         f"alert p50, worst minute {after}: {v.get('worst_minute_p50_ms')} ms "
         f"({meets(v.get('p50_met', False))} {P50_TARGET_MS:.0f} ms)\n"
-        f"pipeline RSS (Python + JVM), largest minute {after}: {f(v.get('rss_max_mb'))} MB "
+        f"pipeline RSS (Python + JVM), largest minute {after}: {fmt(v.get('rss_max_mb'))} MB "
         f"({meets(v.get('rss_max_met', False))} {RSS_MAX_MB:,.0f} MB)\n"
         f"pipeline RSS from minute {v.get('rss_flat_from_minute')} on: within +/-{v['rss_spread_pct']} % "
         f"of its median ({meets(v['rss_flat'])} +/-{RSS_SPREAD_PCT:.0f} %); within "

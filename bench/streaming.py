@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from paystream_dev.harness.live import LiveRun, Phase, counters, reference_xread_ms, run_live  # noqa: E402
+from paystream_dev.harness.live import Phase, counters, reference_xread_ms, run_live  # noqa: E402
 from paystream_dev.harness.ports import free_port  # noqa: E402
 from paystream_dev.harness.processes import TreeRss, stop_tree  # noqa: E402
 from paystream_dev.harness.services import KafkaBroker, RedisServer  # noqa: E402
@@ -454,29 +454,13 @@ def bench_live(phases: Sequence[Phase], pipeline_args: Sequence[str], seed: int 
     """The live simulator through ``phases``: alert latency, lag, exactness; per minute of
     each phase the alert latency, RSS, lag and CPU seconds of each process
     (``paystream_dev.harness.minutes``)."""
-    from paystream_dev.harness.minutes import per_minute, print_minutes, watch_processes
+    from paystream_dev.harness.minutes import per_minute, print_minutes, run_watched
 
     work = tempfile.mkdtemp(prefix="paystream-live-")
     print(f"work dir: {work}; pipeline flags: {' '.join(pipeline_args) or '(defaults)'}", flush=True)
-    starts: List[Tuple[float, float]] = []
     with KafkaBroker() as broker, RedisServer() as server:
         reference = reference_xread_ms(server.url)
-        run = LiveRun(broker, server.url, work, pipeline_args, seed=seed)
-        rss = watch_processes(run, broker, server)
-        try:
-            run.start()
-            rss.start()
-            run.warm_up()
-            for phase in phases:
-                starts.append((time.monotonic() - run.t0, time.time()))
-                run.phase(phase)
-            run.drain()
-        except BaseException:
-            run.abort()
-            rss.stop()
-            raise
-        res = run.finish()
-        rss.stop()
+        run, res, rss, starts = run_watched(broker, server, work, phases, pipeline_args, seed)
     minutes = []
     for phase, (start_t, start_wall) in zip(phases, starts):
         rows = per_minute(run, rss, start_t, start_wall, max(1, int(phase.seconds // 60)))

@@ -5,15 +5,25 @@ the alert latency, sampled while ``LiveRun`` sends (``bench.soak`` and the live 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
-from paystream_dev.harness.live import LiveRun, percentile
+from paystream_dev.harness.live import LiveResult, LiveRun, Phase, percentile
 from paystream_dev.harness.processes import RssSampler, tree
 from paystream_dev.harness.services import KafkaBroker, RedisServer
 
-__all__ = ["fmt", "per_minute", "pipeline_rss", "print_minutes", "round1", "watch_processes"]
+__all__ = [
+    "Watched",
+    "fmt",
+    "per_minute",
+    "pipeline_rss",
+    "print_minutes",
+    "round1",
+    "run_watched",
+    "watch_processes",
+]
 
 
 def _pipeline_split(run: LiveRun) -> Tuple[Callable[[], List[int]], Callable[[], List[int]]]:
@@ -49,6 +59,47 @@ def watch_processes(run: LiveRun, broker: KafkaBroker, server: RedisServer) -> R
     rss.watch("redis-server", lambda: redis_pids)
     rss.watch("simulator + reader", lambda: [os.getpid()])
     return rss
+
+
+class Watched(NamedTuple):
+    """A finished live run, its processes' samples, and where each phase began (seconds
+    since the run's ``t0``, wall-clock time): what ``per_minute`` reads."""
+
+    run: LiveRun
+    result: LiveResult
+    rss: RssSampler
+    starts: List[Tuple[float, float]]
+
+
+def run_watched(
+    broker: KafkaBroker,
+    server: RedisServer,
+    workdir: str,
+    phases: Sequence[Phase],
+    pipeline_args: Sequence[str],
+    seed: int,
+    drain_timeout_s: float = 300.0,
+) -> Watched:
+    """``LiveRun`` through ``phases`` (start, warm up, the phases, drain, finish), with
+    each process's RSS and CPU sampled throughout (``watch_processes``)."""
+    run = LiveRun(broker, server.url, workdir, pipeline_args, seed=seed)
+    rss = watch_processes(run, broker, server)
+    starts: List[Tuple[float, float]] = []
+    try:
+        run.start()
+        rss.start()
+        run.warm_up()
+        for phase in phases:
+            starts.append((time.monotonic() - run.t0, time.time()))
+            run.phase(phase)
+        run.drain(timeout_s=drain_timeout_s)
+    except BaseException:
+        run.abort()
+        rss.stop()
+        raise
+    result = run.finish()
+    rss.stop()
+    return Watched(run, result, rss, starts)
 
 
 def per_minute(
