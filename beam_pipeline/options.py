@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from kernels.rules import DEFAULT_RULES, RULES, add_rule_options
 from kernels.velocity import VelocityRule
+from schemas.observability import CONSUMER_GROUP, REDIS_KEY_PREFIX
 from transforms.steps import EngineSettings
 
 __all__ = ["DEFAULT_WAREHOUSE", "PaystreamOptions", "SOURCES", "refuse_unknown_flags"]
@@ -54,7 +55,7 @@ class PaystreamOptions(PipelineOptions):
         kafka = parser.add_argument_group("kafka")
         kafka.add_argument("--kafka_bootstrap_servers", default=None, help="Kafka bootstrap servers")
         kafka.add_argument("--kafka_topic", default="payments", help="Kafka topic (default payments)")
-        kafka.add_argument("--kafka_consumer_group", default="paystream", help="Kafka consumer group")
+        kafka.add_argument("--kafka_consumer_group", default=CONSUMER_GROUP, help="Kafka consumer group")
         kafka.add_argument(
             "--kafka_max_num_records",
             type=int,
@@ -201,7 +202,9 @@ class PaystreamOptions(PipelineOptions):
             help="file holding the Redis password (AUTH), read by each worker at setup",
         )
         rds.add_argument(
-            "--redis_key_prefix", default="paystream:", help="prefix of every Redis key (default paystream:)"
+            "--redis_key_prefix",
+            default=REDIS_KEY_PREFIX,
+            help="prefix of every Redis key (default paystream:)",
         )
         rds.add_argument(
             "--redis_alert_ttl_s",
@@ -270,6 +273,12 @@ class PaystreamOptions(PipelineOptions):
             type=int,
             default=None,
             help="serve Prometheus /metrics on this port while the pipeline runs (0: a free port)",
+        )
+        out.add_argument(
+            "--flink_metrics_port",
+            default=None,
+            help="local Flink only: serve Flink's own metrics (Prometheus reporter) on this port "
+            "or range, e.g. 9249 or 9249-9259 (the first free one is taken); off when absent",
         )
         out.add_argument(
             "--metrics_linger_s",

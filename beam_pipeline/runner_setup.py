@@ -211,6 +211,8 @@ def restore_on_local_flink(
     local_flink_conf(options, scratch_dir, {**(entries or {}), "execution.savepoint.path": uri})
 
 
+PROMETHEUS_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
 # The heap of the local Flink's JVM (the job server): its state is off the heap (RocksDB).
 LOCAL_FLINK_HEAP = "1g"
 
@@ -424,6 +426,12 @@ def runner_setup(argv: List[str]) -> Iterator[RunnerSetup]:
                 # RocksDB (the default state backend) checkpoints only what changed
                 "state.backend.incremental": "true",
             }
+            if opts.flink_metrics_port:
+                # Flink's own metrics (numRestarts, checkpoints, records in/out, the job's Beam
+                # counters) at http://127.0.0.1:PORT/metrics, as the cluster serves them on 9249;
+                # the reporter is on the job server's classpath (paystream_dev.local_kafka)
+                entries["metrics.reporter.prom.factory.class"] = PROMETHEUS_REPORTER_FACTORY
+                entries["metrics.reporter.prom.port"] = str(opts.flink_metrics_port)
             if resumed_from:
                 restore_on_local_flink(options, resumed_from, scratch, entries)
                 _LOG.warning("resuming from Flink checkpoint %s (offsets and state)", resumed_from)

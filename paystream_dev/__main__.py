@@ -3,6 +3,7 @@
 fetch | fetch-kafka | fetch-beam     Java artifacts into the cache (mvn, idempotent)
 start | stop | status --dir D        a local KRaft broker
 java-workers --port=P --jar=J ...    the Java worker pool (the image's java-worker sidecar)
+monitor start | stop | status          Prometheus, Alertmanager and exporters for a local run
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from paystream_dev.java_workers import main as java_workers
 
         return java_workers(args[1:])
+    if args and args[0] == "monitor":
+        from paystream_dev.monitor import main as monitor
+
+        return monitor(args[1:])
     from paystream_dev.local_kafka import main as local_kafka
 
     return local_kafka(args)

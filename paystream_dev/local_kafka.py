@@ -208,6 +208,10 @@ def fetch_beam() -> dict[str, Path]:
             # Streaming state in RocksDB, off the JVM heap, checkpointed incrementally, as
             # the production cluster keeps it (in flink-dist there, not in the runner's jars)
             f"org.apache.flink:flink-statebackend-rocksdb:{FLINK_RUNTIME_VERSION}",
+            # Flink's Prometheus reporter (--flink_metrics_port). Its 1.19.0 is not served where
+            # we fetch from; 1.19.1 carries its Prometheus client inside, needs nothing else
+            # that the runtime lacks, and loads in the 1.19.0 runtime
+            "org.apache.flink:flink-metrics-prometheus:1.19.1",
             JAMM,
             "org.slf4j:slf4j-simple:1.7.36",
         ],

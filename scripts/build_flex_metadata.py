@@ -28,6 +28,7 @@ LOCAL_ONLY = {
     "summary",
     "summary_json",
     "metrics_port",
+    "flink_metrics_port",
     "metrics_linger_s",
     "kafka_java_worker_address",
     "kafka_expansion_service",

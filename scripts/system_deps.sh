@@ -3,8 +3,10 @@
 # machine that has them all installs nothing and asks no package index).
 #
 #   redis-server             the Redis sink and dedup tests (tests/conftest_redis.py)
-#   prometheus               promtool: the alert rules and their unit tests
-#   prometheus-alertmanager  amtool: the Alertmanager routing
+#   prometheus               promtool: the alert rules and their unit tests; prometheus: the
+#                            local monitoring stack (python -m paystream_dev monitor)
+#   prometheus-alertmanager  amtool: the Alertmanager routing; the stack's Alertmanager
+#   prometheus-redis-exporter  the stack's redis_exporter
 #   maven                    mvn: the Kafka broker, expansion service and Flink job server jars
 #
 # Java 17 and Go are expected on the machine (they are not Debian packages here).
@@ -14,10 +16,11 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
 command -v mvn >/dev/null || need+=(maven)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "== system packages: all present (redis-server, promtool, amtool, mvn)"
+  echo "== system packages: all present (redis-server, prometheus, alertmanager, redis_exporter, mvn)"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -38,6 +41,6 @@ fi
 echo "== apt-get install ${need[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-for tool in redis-server promtool amtool mvn; do
+for tool in redis-server promtool amtool prometheus-redis-exporter mvn; do
   command -v "$tool" >/dev/null || { echo "scripts/system_deps.sh: $tool still missing after apt-get" >&2; exit 1; }
 done

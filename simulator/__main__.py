@@ -1,8 +1,8 @@
 """``python -m simulator --rate 1000 --duration 300 --bootstrap-servers HOST:PORT --topic payments``
 
 Produces live simulator payments to Kafka, serving a REST API while it runs:
-``POST /config/rate {"messages_per_second": N}`` and ``GET /stats`` (and
-``GET /metrics`` for Prometheus). Prints a progress line per second and the
+``POST /config/rate {"messages_per_second": N}``, ``POST /inject/burst`` and ``GET /stats``
+(and ``GET /metrics`` for Prometheus). Prints a progress line per second and the
 achieved rate at the end.
 
 Each payment is made as it is sent and its event time is the time it is sent
@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--accounts", type=int, default=500, help="--backfill: accounts per generated block (at least)"
+    )
+    p.add_argument(
+        "--burst-every",
+        type=int,
+        default=LiveConfig.burst_every,
+        help=f"live: one payment in N starts a velocity burst (default {LiveConfig.burst_every}; "
+        "0: only the bursts POST /inject/burst asks for)",
     )
     p.add_argument("--api-host", default="127.0.0.1")
     p.add_argument("--api-port", type=int, default=8088, help="REST API port (0: a free one)")
@@ -99,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.bootstrap_servers,
             args.topic,
             args.rate,
-            LiveConfig(seed=args.seed),
+            LiveConfig(seed=args.seed, burst_every=args.burst_every),
             num_events=args.num_events,
             duration_s=args.duration,
         )
@@ -109,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics=_metrics(producer),
         host=args.api_host,
         port=args.api_port,
+        inject_burst=producer.stream.inject_burst if isinstance(producer, LiveProducer) else None,
     ).start()
     signal.signal(signal.SIGTERM, lambda *_: producer.stop())
     print(f"simulator: producing to {args.topic} at {args.rate:,.0f} msg/s; API {server.address}", flush=True)

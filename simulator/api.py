@@ -3,6 +3,8 @@
 * ``POST /config/rate`` with ``{"messages_per_second": N}`` changes the rate live.
 * ``GET /stats`` reports produced, failed, current and achieved rate.
 * ``GET /metrics`` serves the same figures for Prometheus.
+* ``POST /inject/burst`` (live payments only) starts one velocity burst now: a fresh
+  account pays 3 to 6 times within seconds, so the pipeline must alert it once.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class ControlServer:
         metrics: Optional[Callable[[], Tuple[bytes, str]]] = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        inject_burst: Optional[Callable[[], int]] = None,
     ) -> None:
-        handler = _handler(stats, set_rate, metrics)
+        handler = _handler(stats, set_rate, metrics, inject_burst)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="simulator-api", daemon=True)
@@ -51,6 +54,7 @@ def _handler(
     stats: Callable[[], Dict[str, Any]],
     set_rate: Callable[[float], None],
     metrics: Optional[Callable[[], Tuple[bytes, str]]],
+    inject_burst: Optional[Callable[[], int]] = None,
 ) -> type:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
@@ -78,6 +82,9 @@ def _handler(
                 self._reply(404, {"error": "not found"})
 
         def do_POST(self) -> None:  # noqa: N802
+            if self.path == "/inject/burst" and inject_burst is not None:
+                self._reply(200, {"bursts_requested": inject_burst()})
+                return
             if self.path != "/config/rate":
                 self._reply(404, {"error": "not found"})
                 return

@@ -3,7 +3,8 @@
 ``LiveStream.take(now_us)`` returns the record to send at ``now_us``. Its event time
 is ``now_us``, except for the labelled injections, which are placed relative to now:
 
-* **velocity bursts**: one in ``burst_every`` payments starts one. A fresh account pays
+* **velocity bursts**: one in ``burst_every`` payments starts one (0: none), and so does
+  each ``inject_burst()`` (the simulator's ``POST /inject/burst``). A fresh account pays
   3 to 6 times over ``burst_span_s`` of wall time (each member goes when it is due),
   and pays nothing else within ``BURST_ISOLATION_US`` either side. One burst in three
   is out of order: its second payment says it happened before its first.
@@ -90,8 +91,8 @@ class LiveConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.malformed_rate + self.late_rate + self.out_of_order_rate >= 1.0:
             raise ValueError("malformed_rate + late_rate + out_of_order_rate must be below 1")
-        if self.burst_every < 1:
-            raise ValueError(f"burst_every must be >= 1, got {self.burst_every}")
+        if self.burst_every < 0:
+            raise ValueError(f"burst_every must be >= 0 (0: only injected bursts), got {self.burst_every}")
         lo, hi = self.burst_span_s
         if not 0.0 < lo <= hi <= 30.0:
             raise ValueError(f"burst_span_s must satisfy 0 < low <= high <= 30, got {self.burst_span_s}")
@@ -140,6 +141,8 @@ class LiveStream:
         self._rng.shuffle(self._kinds)
         self._common_kinds = [k for k in self._kinds if k != "oversized"]
         self._malformed_sent = 0
+        self._injected = 0  # bursts asked for by inject_burst (another thread may add)
+        self._injections_started = 0
         self.valid_ids: Set[str] = set()
         self.duplicates = 0
         self.malformed: Dict[str, int] = {}
@@ -158,12 +161,15 @@ class LiveStream:
         if self._due and self._due[0][0] <= now_us:
             _, b, _member = heapq.heappop(self._due)
             return self._valid(self._burst_member(self._bursts[b], now_us))
+        if self._injected > self._injections_started:
+            self._injections_started += 1
+            return self._valid(self._start_burst(now_us))
         rng = self._rng
         r = rng.random()
         cfg = self.config
         if r < cfg.malformed_rate:
             return self._malformed(now_us)
-        if rng.random() * cfg.burst_every < 1.0:
+        if cfg.burst_every and rng.random() * cfg.burst_every < 1.0:
             return self._valid(self._start_burst(now_us))
         r -= cfg.malformed_rate
         if r < cfg.late_rate:
@@ -173,6 +179,13 @@ class LiveStream:
         if r < cfg.out_of_order_rate:
             return self._valid(self._ordinary(now_us - rng.randint(1, _JITTER_US)))
         return self._valid(self._ordinary(now_us))
+
+    def inject_burst(self) -> int:
+        """Ask for one more velocity burst, started by the next ``take`` that sends no copy
+        or burst member; safe from another thread. Returns the bursts asked
+        for so far."""
+        self._injected += 1
+        return self._injected
 
     def sent(self, transaction_id: str, sent_us: int) -> None:
         """Record when a valid payment was handed to Kafka."""

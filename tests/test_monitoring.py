@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any, Dict, List, Set
 
 import pytest
@@ -43,6 +44,9 @@ STANDARD = {
     # Flink's Prometheus reporter; Prometheus itself
     "flink_jobmanager_job_numRestarts",
     "up",
+    # prometheus-client's process collector, in the pipeline's registry
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
 }
 PROMQL_WORDS = {
     "sum",
@@ -229,3 +233,104 @@ def test_dashboard_files_are_generated_and_in_sync() -> None:
 )
 def test_metric_name_extraction(expr: str, names: Set[str]) -> None:
     assert metric_names(expr) == names
+
+
+# -- one definition of every name (schemas.observability)
+
+
+def _flag(args: List[str], name: str) -> List[str]:
+    return [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=") or a.startswith(f"-{name}=")]
+
+
+def test_the_sink_the_dashboard_and_the_exporter_name_the_same_keys() -> None:
+    """The Redis keys the sink writes are the ones redis_exporter watches and the dashboard
+    reads: each taken from the files Kubernetes gets, and from the docs that show them."""
+    from beam_pipeline.options import PaystreamOptions
+    from transforms.sinks.redis_alerts import RedisTarget, WriteAlertsToRedis
+
+    prefix = PaystreamOptions([]).view_as(PaystreamOptions).redis_key_prefix
+    sink = WriteAlertsToRedis(RedisTarget("redis://127.0.0.1:1"), key_prefix=prefix)._fn._keys
+    with open(os.path.join(MON, "redis-exporter.yaml"), encoding="utf-8") as handle:
+        deployment = next(d for d in yaml.safe_load_all(handle) if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert _flag(args, "check-keys") == [sink.accounts]
+    assert _flag(args, "check-streams") == [sink.stream]
+    dashboard_keys = {
+        key
+        for panel in _dashboard()["panels"]
+        for target in panel.get("targets", [])
+        for key in re.findall(r'redis_key_size\{key="([^"]+)"\}', target["expr"])
+    }
+    assert dashboard_keys == {sink.accounts}
+    for doc in ("k8s-flink/README.md", "k8s-flink/monitoring/README.md", "README.md", "docs/operations.md"):
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as handle:
+            for named in re.findall(r"--check-keys=([\w:]+)", handle.read()):
+                assert named == sink.accounts, (doc, named)
+
+
+def test_the_queries_select_the_group_and_namespace_the_run_uses() -> None:
+    from beam_pipeline.options import PaystreamOptions
+
+    group = PaystreamOptions([]).view_as(PaystreamOptions).kafka_consumer_group
+    with open(os.path.join(ROOT, "k8s-flink", "image", "pipeline-options.txt"), encoding="utf-8") as handle:
+        assert f"--kafka_consumer_group={group}" in handle.read().split()
+    with open(os.path.join(MON, "prometheus-rules.yaml"), encoding="utf-8") as handle:
+        rules = handle.read()
+    assert set(re.findall(r'consumergroup="([^"]+)"', rules)) == {group}
+    exprs = [t["expr"] for p in _dashboard()["panels"] for t in p.get("targets", [])]
+    namespaces = {n for e in exprs + [rules] for n in re.findall(r'namespace="([^"]+)"', e)}
+    with open(os.path.join(ROOT, "k8s-flink", "base", "kustomization.yaml"), encoding="utf-8") as handle:
+        assert namespaces == {yaml.safe_load(handle)["namespace"]}
+
+
+def test_the_local_stack_runs_the_production_rules_and_routes_faster() -> None:
+    """``python -m paystream_dev monitor --time-scale``: the same rules and routes, every
+    duration scaled, every Slack and PagerDuty receiver a webhook on the same route."""
+    from paystream_dev.monitor import alertmanager_config, prometheus_rules, scale_duration
+
+    assert scale_duration("5m", 1 / 30) == "10s" and scale_duration("4h", 1 / 30) == "480s"
+    assert scale_duration("10s", 1 / 30) == "1s" and scale_duration("5m", 1) == "5m"
+    with pytest.raises(ValueError):
+        scale_duration("5 minutes", 0.5)
+    with open(os.path.join(MON, "prometheus-rules.yaml"), encoding="utf-8") as handle:
+        production = yaml.safe_load(handle)
+    fast = prometheus_rules(1 / 30, scrape_s=1.0)
+    assert prometheus_rules(1.0) == production
+    for group, fast_group in zip(production["groups"], fast["groups"]):
+        for rule, fast_rule in zip(group["rules"], fast_group["rules"]):
+            assert fast_rule.get("labels") == rule.get("labels")
+            assert re.sub(r"\[\w+\]", "[]", fast_rule["expr"]) == re.sub(r"\[\w+\]", "[]", rule["expr"])
+            if "for" in rule:
+                assert fast_rule["for"] == scale_duration(rule["for"], 1 / 30)
+    lag = next(
+        r for g in fast["groups"] for r in g["rules"] if r.get("alert") == "PaystreamConsumerLagCritical"
+    )
+    assert lag["for"] == "10s" and lag["expr"] == "paystream:consumer_lag_seconds > 300"
+    windows = re.findall(r"\[(\w+)\]", " ".join(r["expr"] for g in fast["groups"] for r in g["rules"]))
+    assert windows and min(int(w[:-1]) for w in windows) >= 4  # at least four scrapes
+
+    with open(os.path.join(MON, "alertmanager.yaml"), encoding="utf-8") as handle:
+        routes = yaml.safe_load(handle)
+    local = alertmanager_config("http://127.0.0.1:1", 1 / 30)
+    assert local["inhibit_rules"] == routes["inhibit_rules"]
+    assert [r.get("matchers") for r in local["route"]["routes"]] == [
+        r.get("matchers") for r in routes["route"]["routes"]
+    ]
+    assert local["route"]["group_interval"] == "10s" and local["route"]["group_wait"] == "1s"
+    hooks = {r["name"]: [h["url"] for h in r["webhook_configs"]] for r in local["receivers"]}
+    assert hooks == {
+        "payment-alerts": ["http://127.0.0.1:1/payment-alerts/slack"],
+        "critical-alerts": [
+            "http://127.0.0.1:1/critical-alerts/slack",
+            "http://127.0.0.1:1/critical-alerts/pagerduty",
+        ],
+        "fraud-detection": ["http://127.0.0.1:1/fraud-detection/slack"],
+    }
+    assert all(h["send_resolved"] for r in local["receivers"] for h in r["webhook_configs"])
+    amtool = _tool("amtool")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "alertmanager.yml")
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(local, handle)
+        check = subprocess.run([amtool, "check-config", path], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -88,3 +88,44 @@ def test_rest_api_changes_the_rate_and_reports_stats() -> None:
         assert _call(server.address + "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_rest_api_injects_a_burst_into_a_stream_without_bursts_of_its_own() -> None:
+    """``--burst-every 0``: no burst until ``POST /inject/burst``; each one asked for starts
+    one, which the ground truth counts (so the pipeline must alert it once)."""
+    from simulator.live import LiveConfig, LiveStream
+
+    stream = LiveStream(LiveConfig(seed=7, burst_every=0))
+    t = 1_800_000_000_000_000
+
+    def run(seconds: int, rate: int = 200) -> None:
+        nonlocal t
+        for _ in range(seconds * rate):
+            t += 1_000_000 // rate
+            stream.take(t)
+
+    run(30)
+    assert stream.truth().bursts == []
+    server = ControlServer(
+        stats=lambda: {}, set_rate=lambda r: None, inject_burst=stream.inject_burst
+    ).start()
+    try:
+        assert _call(server.address + "/inject/burst", {}) == (200, {"bursts_requested": 1})
+        assert _call(server.address + "/inject/burst", {}) == (200, {"bursts_requested": 2})
+    finally:
+        server.stop()
+    run(40)  # a burst spans at most 10 s
+    bursts = stream.truth().bursts
+    assert len(bursts) == 2 and len({b.account_id for b in bursts}) == 2
+    run(30)
+    assert len(stream.truth().bursts) == 2
+    with pytest.raises(ValueError):
+        LiveConfig(burst_every=-1)
+
+
+def test_rest_api_without_injection_refuses_it() -> None:
+    server = ControlServer(stats=lambda: {}, set_rate=lambda r: None).start()
+    try:
+        assert _call(server.address + "/inject/burst", {})[0] == 404
+    finally:
+        server.stop()

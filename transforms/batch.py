@@ -34,6 +34,7 @@ from kernels.books import FOREVER, Pending, SeenIds, check_ids, decide_in_event_
 from kernels.parse import RawPayload
 from kernels.rules import Rules
 from schemas.records import EnrichedTransaction
+from transforms import telemetry
 from transforms.lists import MergeLists, split_by_key
 from transforms.steps import (
     ALERTS_TAG,
@@ -80,6 +81,10 @@ class _DecideFn(beam.DoFn):
     def __init__(self, rules: Rules, settings: EngineSettings) -> None:
         self._rules = rules
         self._settings = settings
+
+    def setup(self) -> None:
+        for rule in self._rules:  # each rule's alert rate reads 0, not nothing, before its first alert
+            telemetry.declare("fraud_alerts", rule=rule.kind)
 
     def process(self, group: Tuple[int, List[Pending]]) -> Iterable[Any]:
         counts, settings = DecideCounts(), self._settings

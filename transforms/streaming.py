@@ -56,6 +56,7 @@ from kernels.books import AccountBook, Pending, SeenIds, check_ids, decide_each
 from kernels.parse import RawPayload
 from kernels.rules import Rules
 from schemas.records import EnrichedTransaction
+from transforms import telemetry
 from transforms.lists import RecordList, group_of
 from transforms.steps import (
     ALERTS_TAG,
@@ -363,6 +364,8 @@ class _AccountsFn(beam.DoFn):
 
     def setup(self) -> None:
         _weigh_state_cheaply()
+        for rule in self._rules:  # each rule's alert rate reads 0, not nothing, before its first alert
+            telemetry.declare("fraud_alerts", rule=rule.kind)
 
     def start_bundle(self) -> None:
         self._counts = DecideCounts()

@@ -7,8 +7,10 @@ goes to a process-wide prometheus-client registry, served on ``/metrics`` by
 ``serve(port)``: by the driver for local runs (its workers run in-process)
 and by ``python -m beam_pipeline.worker`` in each Python SDK worker pool on
 Flink. Metric names follow Prometheus conventions (``_total``, ``_seconds``,
-base units); ``METRICS`` is the list the dashboard and alert tests check
-against. Without prometheus-client installed, only Beam metrics are kept.
+base units); they are defined in ``schemas.observability.METRICS``, the one list the
+dashboard, the alert rules and their tests read. The registry also carries the process's
+own ``process_cpu_seconds_total`` and ``process_resident_memory_bytes``. Without
+prometheus-client installed, only Beam metrics are kept.
 """
 
 from __future__ import annotations
@@ -22,43 +24,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from apache_beam.metrics import Metrics
 
-__all__ = ["METRICS", "count", "observe", "observe_many", "prometheus_name", "registry", "serve"]
+from schemas.observability import METRIC_NAMESPACE, METRICS, metric_name
 
-_NAMESPACE = "paystream"
-_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
-_WRITE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+__all__ = ["METRICS", "count", "declare", "observe", "observe_many", "prometheus_name", "registry", "serve"]
 
-# name -> (kind, help, label names, histogram buckets)
-METRICS: Dict[str, Tuple[str, str, Tuple[str, ...], Tuple[float, ...]]] = {
-    "payments_in": ("counter", "Raw payloads read from the source", (), ()),
-    "payments_valid": ("counter", "Payloads that parsed into a valid payment", (), ()),
-    "payments_unique": ("counter", "Payments kept by de-duplication", (), ()),
-    "duplicates_dropped": ("counter", "Exact duplicate payments dropped", (), ()),
-    "dead_letters": (
-        "counter",
-        "Records sent to the dead letters, by stage and reason",
-        ("stage", "reason"),
-        (),
-    ),
-    "payments_enriched": ("counter", "Payments with features computed", (), ()),
-    "fraud_alerts": ("counter", "Fraud alerts raised, by rule kind (velocity, card_testing)", ("rule",), ()),
-    "sink_rows": ("counter", "Rows written, by sink table", ("table",), ()),
-    "sink_errors": ("counter", "Failed sink writes, by sink table", ("table",), ()),
-    "sink_rows_present": (
-        "counter",
-        "Rows a sink found already written and did not write again (a replay, or a copy after the dedup horizon)",
-        ("table",),
-        (),
-    ),
-    "sink_write_seconds": ("histogram", "Duration of one batched sink write", ("table",), _WRITE_BUCKETS),
-    "end_to_end_latency_seconds": (
-        "histogram",
-        "Event time of a payment to its row being written",
-        ("table",),
-        _LATENCY_BUCKETS,
-    ),
-    "payload_bytes": ("histogram", "Size of raw payloads", (), (256, 512, 1024, 4096, 65536, 1048576)),
-}
+_NAMESPACE = METRIC_NAMESPACE
 
 _LOCK = threading.Lock()
 _PROM: Dict[str, Any] = {}
@@ -66,10 +36,7 @@ _REGISTRY: Optional[Any] = None
 _SERVED: Dict[int, Any] = {}
 
 
-def prometheus_name(name: str) -> str:
-    kind = METRICS[name][0]
-    base = f"{_NAMESPACE}_{name}"
-    return base + "_total" if kind == "counter" else base
+prometheus_name = metric_name
 
 
 def registry() -> Optional[Any]:
@@ -78,10 +45,13 @@ def registry() -> Optional[Any]:
     with _LOCK:
         if _REGISTRY is None:
             try:
-                from prometheus_client import CollectorRegistry, Counter, Histogram
+                from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
             except ImportError:  # the [metrics] extra is not installed
                 return None
             _REGISTRY = CollectorRegistry()
+            # process_cpu_seconds_total, process_resident_memory_bytes, ...: the local
+            # equivalent of the dashboard's pod CPU and memory
+            ProcessCollector(registry=_REGISTRY)
             for name, (kind, doc, labels, buckets) in METRICS.items():
                 base = f"{_NAMESPACE}_{name}"
                 if kind == "counter":
@@ -118,6 +88,12 @@ def _handle(name: str, labels: Dict[str, str]) -> Tuple[Any, Any]:
             prom = metric.labels(**labels) if labels else metric
         found = _HANDLES[key] = (beam_metric, prom)
     return found
+
+
+def declare(name: str, **labels: str) -> None:
+    """Expose ``name`` with these labels at zero before anything happens, so that a query on
+    it (``rate(paystream_sink_errors_total[5m])``) answers 0 rather than nothing."""
+    _handle(name, labels)
 
 
 def count(name: str, n: int = 1, **labels: str) -> None:

@@ -38,6 +38,7 @@ def record_write(table: str, rows: int, started: float, event_times_us: Iterable
     if rows <= 0:
         return
     telemetry.count("sink_rows", rows, table=table)
+    telemetry.declare("sink_errors", table=table)
     telemetry.observe("sink_write_seconds", time.monotonic() - started, table=table)
     now_us = time.time() * 1_000_000
     latencies = [(now_us - at) / 1e6 for at in event_times_us]

@@ -40,11 +40,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
+from schemas.observability import REDIS_KEY_PREFIX, RedisKeys
 from schemas.records import FraudAlert
 from schemas.rows import ALERTS, alert_row
 from transforms import telemetry
@@ -98,29 +98,7 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class AlertKeys:
-    """The key layout under ``prefix``."""
-
-    prefix: str = "paystream:"
-
-    @property
-    def accounts(self) -> str:
-        return f"{self.prefix}fraud:accounts"
-
-    @property
-    def stream(self) -> str:
-        return f"{self.prefix}alerts:stream"
-
-    @property
-    def channel(self) -> str:
-        return f"{self.prefix}alerts"
-
-    def alert(self, alert_id: str) -> str:
-        return f"{self.prefix}alert:{alert_id}"
-
-    def streamed(self, alert_id: str) -> str:
-        return f"{self.prefix}alert:{alert_id}:streamed"
+AlertKeys = RedisKeys  # the key layout under a prefix: schemas.observability.RedisKeys
 
 
 def alert_fields(alert: FraudAlert, detected_at_us: int) -> Dict[str, str]:
@@ -236,7 +214,7 @@ class WriteAlertsToRedis(beam.PTransform):
     def __init__(
         self,
         target: RedisTarget,
-        key_prefix: str = "paystream:",
+        key_prefix: str = REDIS_KEY_PREFIX,
         alert_ttl_s: int = DEFAULT_ALERT_TTL_S,
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
         batch_size: int = DEFAULT_BATCH_SIZE,
