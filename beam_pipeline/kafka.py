@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -446,3 +446,54 @@ class KafkaPayloads(beam.PTransform):
             )
             | "WithCoordinates" >> beam.Map(_to_payload)
         )
+
+
+class GroupLag:
+    """A consumer group's committed offsets against the partitions' ends, read when asked:
+    ``read()`` gives {(topic, partition): (committed, end)} for every partition the group
+    has committed, found among the broker's topics.
+
+    It asks with a consumer of the group that never joins it (offset fetches and watermark
+    queries, each answered before the call returns), so it moves nothing of the group.
+    Not AdminClient: its futures, once abandoned by a timeout, crashed librdkafka's thread
+    here. One caller at a time (a lock), as a consumer is not shared between threads.
+    """
+
+    def __init__(self, bootstrap_servers: str, group: str, timeout_s: float = 5.0) -> None:
+        import threading
+
+        from confluent_kafka import Consumer
+
+        self.group = group
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False}
+        )
+
+    def read(self) -> Dict[Tuple[str, int], Tuple[int, int]]:
+        from confluent_kafka import TopicPartition
+
+        with self._lock:
+            consumer, timeout = self._consumer, self.timeout_s
+            topics = consumer.list_topics(timeout=timeout).topics
+            parts = [
+                TopicPartition(name, p)
+                for name, meta in sorted(topics.items())
+                if not name.startswith("__")
+                for p in sorted(meta.partitions)
+            ]
+            out: Dict[Tuple[str, int], Tuple[int, int]] = {}
+            if not parts:
+                return out
+            for tp in consumer.committed(parts, timeout=timeout):
+                if tp.offset >= 0:
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition), timeout=timeout
+                    )
+                    out[(tp.topic, tp.partition)] = (tp.offset, high)
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._consumer.close()

@@ -182,14 +182,11 @@ class LagCollector:
     """kafka-exporter's consumer-group metrics, read from the broker at each scrape."""
 
     def __init__(self, bootstrap_servers: str, groups: Sequence[str]) -> None:
-        from confluent_kafka.admin import AdminClient
+        from beam_pipeline.kafka import GroupLag
 
-        self.groups = list(groups)
-        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self.readers = [GroupLag(bootstrap_servers, group) for group in groups]
 
     def collect(self) -> Iterable[Any]:
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import OffsetSpec
         from prometheus_client.core import GaugeMetricFamily
 
         lag = GaugeMetricFamily(
@@ -207,37 +204,21 @@ class LagCollector:
             "The partition's end offset",
             labels=["topic", "partition"],
         )
-        committed: Dict[str, List[Any]] = {}
-        for group in self.groups:
+        found = {}
+        for reader in self.readers:
             try:
-                futures = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-                result = futures[group].result(timeout=5)
-            except Exception as err:  # noqa: BLE001 - an unknown group or a broker away: no series
-                print(f"lag exporter: group {group}: {err}", file=sys.stderr, flush=True)
-                continue
-            committed[group] = [tp for tp in result.topic_partitions if tp.offset >= 0]
-        wanted = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
-        end: Dict[Any, int] = {}
-        if wanted:
-            try:
-                offsets = self.admin.list_offsets(
-                    {TopicPartition(t, p): OffsetSpec.latest() for t, p in sorted(wanted)}
-                )
-                for part, future in offsets.items():
-                    end[(part.topic, part.partition)] = future.result(timeout=5).offset
+                found[reader.group] = reader.read()
             except Exception as err:  # noqa: BLE001 - a broker away: no series
-                print(f"lag exporter: end offsets: {err}", file=sys.stderr, flush=True)
-                end = {}
-        for (topic, partition), offset in sorted(end.items()):
-            ends.add_metric([topic, str(partition)], offset)
-        for group, tps in committed.items():
-            for tp in tps:
-                key = (tp.topic, tp.partition)
-                if key not in end:
-                    continue
-                labels = [group, tp.topic, str(tp.partition)]
-                current.add_metric(labels, tp.offset)
-                lag.add_metric(labels, max(end[key] - tp.offset, 0))
+                print(f"lag exporter: group {reader.group}: {err}", file=sys.stderr, flush=True)
+        seen = set()
+        for group, parts in found.items():
+            for (topic, partition), (committed, end) in sorted(parts.items()):
+                labels = [group, topic, str(partition)]
+                current.add_metric(labels, committed)
+                lag.add_metric(labels, max(end - committed, 0))
+                if (topic, partition) not in seen:
+                    seen.add((topic, partition))
+                    ends.add_metric([topic, str(partition)], end)
         return [lag, current, ends]
 
 
