@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: test ci install system-deps deps lint pytest demo clean
+.PHONY: test ci install system-deps deps lint pytest demo live-demo clean
 
 test: install deps lint pytest
 
@@ -26,6 +26,7 @@ system-deps:
 deps: system-deps
 	$(PYTHON) -m paystream_dev fetch
 	bash scripts/go_tools.sh
+	bash scripts/console_assets.sh
 	PYTHON=$(PYTHON) bash terraform/tools.sh
 	PYTHON=$(PYTHON) bash scripts/bqemulator.sh
 
@@ -40,6 +41,11 @@ pytest:
 
 demo:
 	$(PYTHON) -m beam_pipeline
+
+# A live run to watch: broker, Redis, simulator, streaming run on local Flink, the console
+# at http://127.0.0.1:8050/ (python -m paystream_dev demo); Ctrl-C stops it all.
+live-demo: install deps
+	$(PYTHON) -m paystream_dev demo
 
 clean:
 	rm -rf paystream-out build dist *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

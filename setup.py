@@ -18,7 +18,11 @@ setup(
     packages=find_packages(
         include=["beam_pipeline*", "kernels*", "transforms*", "schemas*", "simulator*", "paystream_dev*"]
     ),
-    package_data={"schemas": ["*.json", "*.sql", "bigquery/*.json"]},
+    package_data={
+        "schemas": ["*.json", "*.sql", "bigquery/*.json"],
+        # the console's page; static/vendor/ is filled from npm by scripts/console_assets.sh
+        "beam_pipeline": ["console/static/*", "console/static/vendor/*"],
+    },
     install_requires=[
         BEAM,
         "duckdb>=1.1,<3",
@@ -30,6 +34,7 @@ setup(
         "kafka": ["confluent-kafka>=2.4,<3"],
         "metrics": ["prometheus-client>=0.20,<1"],
         "bench": ["psutil>=5.9", "matplotlib>=3.8"],
+        "console": ["flask>=3,<4", "redis>=5,<9", "confluent-kafka>=2.4,<3", "prometheus-client>=0.20,<1"],
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
@@ -43,6 +48,8 @@ setup(
             "python-hcl2>=8.1,<9",
             "redis>=5,<9",
             "psutil>=5.9",  # the harness (paystream_dev.harness) stops process trees and samples their RSS
+            "flask>=3,<4",  # the console
+            "selenium>=4.20,<5",  # the console's test, in Debian's chromium
             BIGQUERY,
         ],
         "lint": ["ruff>=0.6", "mypy>=1.10"],

@@ -13,7 +13,19 @@ from beam_pipeline.options import PaystreamOptions
 from schemas.rows import ALERTS, DEAD_LETTERS, TRANSACTIONS
 from transforms.sinks import open_warehouse
 
-__all__ = ["build_summary", "counters", "ground_truth", "print_summary", "report", "score_alerts"]
+__all__ = [
+    "DEMO_COMMAND",
+    "build_summary",
+    "counters",
+    "ground_truth",
+    "print_summary",
+    "report",
+    "score_alerts",
+]
+
+# A live run with its console (python -m paystream_dev demo, once its Java, Debian and npm
+# pieces are installed), named at the end of every summary.
+DEMO_COMMAND = "make live-demo"
 
 
 def counters(result: PipelineResult) -> Dict[str, int]:
@@ -204,6 +216,7 @@ def print_summary(s: Dict[str, Any], out: TextIO = sys.stdout) -> None:
     elif s.get("warehouse"):
         w("--- results ---\n")
         w(f"warehouse           {s['warehouse']}\n")
+    w(f"watch it live       {DEMO_COMMAND}  (simulator, streaming run, console at http://127.0.0.1:8050/)\n")
     w("\n")
     out.flush()
 

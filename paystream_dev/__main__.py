@@ -4,6 +4,7 @@ fetch | fetch-kafka | fetch-beam     Java artifacts into the cache (mvn, idempot
 start | stop | status --dir D        a local KRaft broker
 java-workers --port=P --jar=J ...    the Java worker pool (the image's java-worker sidecar)
 monitor start | stop | status          Prometheus, Alertmanager and exporters for a local run
+demo                                   a live run with its console in the browser (Ctrl-C stops it)
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from paystream_dev.java_workers import main as java_workers
 
         return java_workers(args[1:])
+    if args and args[0] == "demo":
+        from paystream_dev.demo import main as demo
+
+        return demo(args[1:])
     if args and args[0] == "monitor":
         from paystream_dev.monitor import main as monitor
 

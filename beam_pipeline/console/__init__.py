@@ -1,0 +1,1 @@
+"""A live console of a run in the browser: ``python -m beam_pipeline.console``."""
