@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Set, Tuple
@@ -141,7 +142,8 @@ class LiveStream:
         self._rng.shuffle(self._kinds)
         self._common_kinds = [k for k in self._kinds if k != "oversized"]
         self._malformed_sent = 0
-        self._injected = 0  # bursts asked for by inject_burst (another thread may add)
+        self._injected = 0  # bursts asked for by inject_burst (from other threads, under the lock)
+        self._inject_lock = threading.Lock()
         self._injections_started = 0
         self.valid_ids: Set[str] = set()
         self.duplicates = 0
@@ -182,10 +184,10 @@ class LiveStream:
 
     def inject_burst(self) -> int:
         """Ask for one more velocity burst, started by the next ``take`` that sends no copy
-        or burst member; safe from another thread. Returns the bursts asked
-        for so far."""
-        self._injected += 1
-        return self._injected
+        or burst member; safe from other threads. Returns the bursts asked for so far."""
+        with self._inject_lock:
+            self._injected += 1
+            return self._injected
 
     def sent(self, transaction_id: str, sent_us: int) -> None:
         """Record when a valid payment was handed to Kafka."""
