@@ -16,7 +16,7 @@ work="$root/.cache/npm"
 mkdir -p "$work" "$vendor"
 echo "== npm pack uplot@$version"
 tarball="$(cd "$work" && npm pack --silent "uplot@$version")"
-got="sha512-$(openssl dgst -sha512 -binary "$work/$tarball" | base64 -w0)"
+got="$(python3 -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$work/$tarball")"
 if [ "$got" != "$integrity" ]; then
   echo "scripts/console_assets.sh: $tarball does not match the registry's integrity $integrity" >&2
   exit 1
