@@ -35,20 +35,13 @@ from paystream_dev.harness.live import LiveRun
 from paystream_dev.harness.ports import free_port
 from paystream_dev.harness.processes import stop_tree
 from paystream_dev.harness.services import KafkaBroker, RedisServer
+from paystream_dev.harness.wait import wait_for
 from schemas.observability import CONSUMER_GROUP
 
 __all__ = ["Demo", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "payments"
-
-
-def _wait(what: str, check: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.5)
 
 
 def _answers(url: str) -> bool:
@@ -173,7 +166,7 @@ class Demo:
                 )
             return _answers(self.console_url + "static/console.css")
 
-        _wait("the console", console_up, 60)
+        wait_for("the console", console_up, 60)
         self.say(f"demo: console {self.console_url}")
 
         def reading() -> bool:
@@ -182,7 +175,7 @@ class Demo:
                 raise RuntimeError(f"the run ended (rc={self.run.proc.returncode}); see {self.run.logs[-1]}")
             return self.run.counters().get("payments_in", 0) > 0
 
-        _wait("the run reading payments", reading, timeout_s)
+        wait_for("the run reading payments", reading, timeout_s)
         self.say("demo: the run is reading; Ctrl-C stops everything")
 
     def inject_burst(self) -> int:

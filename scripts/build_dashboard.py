@@ -47,8 +47,7 @@ HPA = f'horizontalpodautoscaler="{TASKMANAGER_HPA}"'
 KUBERNETES = "kubernetes"  # a target that only Kubernetes' exporters (cAdvisor, kube-state-metrics) answer
 
 
-def m(name: str, suffix: str = "") -> str:
-    return metric_name(name, suffix)
+m = metric_name  # short, for the queries below
 
 
 # A target: (query, legend, what it needs beyond the pipeline, Kafka, Redis and Flink).

@@ -28,27 +28,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 from paystream_dev.demo import Demo
 from paystream_dev.harness.leaks import leaks
 from paystream_dev.harness.ports import free_port
+from paystream_dev.harness.wait import wait_for
 from schemas.observability import RedisKeys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _wait(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(every_s)
 
 
 def _browser() -> Any:
@@ -169,7 +159,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 def test_the_page_loads_without_errors(live: Live) -> None:
     live.browser.get(live.demo.console_url)
-    _wait("the first snapshot", lambda: live.text("updated").startswith("updated"), 15)
+    wait_for("the first snapshot", lambda: live.text("updated").startswith("updated"), 15)
     errors = [e for e in live.browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
     for row in ("row-throughput", "row-queue", "row-health"):
@@ -181,20 +171,20 @@ def test_its_numbers_change_under_the_live_run(live: Live) -> None:
     def total_read() -> int:
         return int(re.sub(r"\D", "", live.text("total-in")) or 0)
 
-    first = _wait("payments read", total_read, 60)
-    _wait("more payments read", lambda: total_read() > first, 15)
-    _wait("a rate of payments in", lambda: live.text("rate-in") not in ("–", "0"), 15)
-    _wait("the run's own alerts", lambda: live.browser.find_elements("css selector", "#alerts li"), 60)
-    _wait("the top accounts", lambda: live.browser.find_elements("css selector", "#top-accounts tr"), 15)
-    _wait(
+    first = wait_for("payments read", total_read, 60)
+    wait_for("more payments read", lambda: total_read() > first, 15)
+    wait_for("a rate of payments in", lambda: live.text("rate-in") not in ("–", "0"), 15)
+    wait_for("the run's own alerts", lambda: live.browser.find_elements("css selector", "#alerts li"), 60)
+    wait_for("the top accounts", lambda: live.browser.find_elements("css selector", "#top-accounts tr"), 15)
+    wait_for(
         "the dead letters by reason",
         lambda: live.browser.find_elements("css selector", "#dead-letters tr"),
         30,
     )
-    _wait("an alert latency", lambda: live.text("latency-p99").endswith("ms"), 60)
-    _wait("a consumer lag", lambda: live.text("lag") != "–", 30)
+    wait_for("an alert latency", lambda: live.text("latency-p99").endswith("ms"), 60)
+    wait_for("a consumer lag", lambda: live.text("lag") != "–", 30)
     for part in ("kafka", "runner", "redis", "warehouse"):
-        _wait(
+        wait_for(
             f"{part} healthy",
             lambda p=part: "ok" in live.browser.find_element("id", f"health-{p}").get_attribute("class"),
             30,
@@ -225,7 +215,7 @@ def test_an_alert_written_to_redis_shows_within_a_second(live: Live) -> None:
     client.xadd(RedisKeys().stream, fields)
     written = time.monotonic()
     selector = f'#alerts li[data-alert-id="{alert_id}"]'
-    _wait(
+    wait_for(
         "the alert on the page", lambda: live.browser.find_elements("css selector", selector), 5, every_s=0.02
     )
     shown_s = time.monotonic() - written
@@ -255,14 +245,14 @@ def test_a_token_is_required_when_set(live: Live, tmp_path: Any) -> None:
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        _wait("the guarded console", lambda: _get(url)[0] == 401, 30)
+        wait_for("the guarded console", lambda: _get(url)[0] == 401, 30)
         for path in ("", "api/snapshot", "api/alerts", "static/console.js", "?token=wrong"):
             assert _get(url + path)[0] == 401, path
         assert _get(url + "api/snapshot", {"Authorization": "Bearer wrong"})[0] == 401
         status, body = _get(url + "api/snapshot", {"Authorization": f"Bearer {token}"})
         assert status == 200 and "totals" in json.loads(body)
         live.browser.get(f"{url}?token={token}")  # sets the cookie, then the page
-        _wait("the guarded page", lambda: live.text("updated").startswith("updated"), 15)
+        wait_for("the guarded page", lambda: live.text("updated").startswith("updated"), 15)
         assert token not in live.browser.current_url
         live.browser.get(live.demo.console_url)  # leave it before it stops
         live.browser.get_log("browser")
@@ -274,13 +264,13 @@ def test_a_token_is_required_when_set(live: Live, tmp_path: Any) -> None:
 def test_a_stopped_redis_shows_as_down(live: Live) -> None:
     assert live.demo.redis is not None
     live.browser.get(live.demo.console_url)
-    _wait("the page", lambda: live.text("updated").startswith("updated"), 15)
+    wait_for("the page", lambda: live.text("updated").startswith("updated"), 15)
     live.demo.redis.kill()
     redis_card = live.browser.find_element("id", "health-redis")
-    _wait("Redis down on the page", lambda: "down" in redis_card.get_attribute("class"), 15)
+    wait_for("Redis down on the page", lambda: "down" in redis_card.get_attribute("class"), 15)
     assert "not answering" in live.text("health-redis")
     before = live.text("total-in")
-    _wait("the rest of the page goes on", lambda: live.text("total-in") != before, 15)
+    wait_for("the rest of the page goes on", lambda: live.text("total-in") != before, 15)
     assert "ok" in live.browser.find_element("id", "health-kafka").get_attribute("class")
     assert [e for e in live.browser.get_log("browser") if e["level"] == "SEVERE"] == []
     live.keep_page()

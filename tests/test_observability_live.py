@@ -1,9 +1,10 @@
 """The dashboard and the alert routing against real servers scraping a live run.
 
-A real KRaft broker and ``redis-server``; the simulator as a user starts it
-(``python -m simulator``, bursts only when asked for); a streaming run on local Flink
-(``python -m beam_pipeline --runner=FlinkRunner --streaming``) with its ``/metrics`` and
-Flink's Prometheus reporter; and the monitoring stack of ``python -m paystream_dev monitor``:
+The run of ``paystream_dev.demo.Demo`` (what ``python -m paystream_dev demo`` runs): a real
+KRaft broker and ``redis-server``, the simulator as a user starts it (``python -m
+simulator``, bursts only when asked for), a streaming run on local Flink (``python -m
+beam_pipeline --runner=FlinkRunner --streaming``) with its ``/metrics`` and Flink's
+Prometheus reporter. Beside it, the monitoring stack of ``python -m paystream_dev monitor``:
 Debian's Prometheus, Alertmanager and redis_exporter, the consumer-lag exporter and the
 webhook standing in for Slack and PagerDuty. The stack runs the production rules and routes
 with their durations times 1/30 (a five-minute ``for:`` takes 10 s).
@@ -20,19 +21,17 @@ In order, on one run:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from paystream_dev.demo import Demo
 from paystream_dev.harness.live import LiveRun
 from paystream_dev.harness.ports import free_port
-from paystream_dev.harness.services import KafkaBroker, RedisServer
+from paystream_dev.harness.wait import wait_for
 from paystream_dev.monitor import MonitorStack
 from schemas.observability import CONSUMER_GROUP
 
@@ -49,103 +48,79 @@ KUBERNETES_PANELS = {"Pod CPU", "Pod memory", "Replica count"}
 LAG_CRITICAL = "PaystreamConsumerLagCritical"
 
 
-def _wait(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(every_s)
-
-
 def _value(result: List[Dict[str, Any]]) -> float:
     return sum(float(r["value"][1]) for r in result)
 
 
 class Live:
-    """The run, the simulator and the stack watching them."""
+    """The run and the simulator (``paystream_dev.demo.Demo``), and the stack watching them."""
 
-    def __init__(self, broker: KafkaBroker, redis: RedisServer, workdir: str) -> None:
-        self.topic = f"obs-{int(time.time())}"
-        broker.create_topic(self.topic, partitions=2, config={"retention.ms": "-1"})
-        self.sim_port, self.flink_port = free_port(), free_port()
-        self.run = LiveRun(
-            broker,
-            redis.url,
-            workdir,
+    def __init__(self, workdir: str) -> None:
+        self.flink_port = free_port()
+        self.demo = Demo(
+            os.path.join(workdir, "demo"),
+            rate=RATE,
+            console_port=free_port(),
+            simulator_port=free_port(),
+            burst_every=0,  # bursts only when injected
             pipeline_args=[
                 "--checkpointing_interval=2000",  # offsets committed every 2 s
                 f"--flink_metrics_port={self.flink_port}",
             ],
-            group=CONSUMER_GROUP,
-            topic=self.topic,
             verbose=False,
         )
+        self.workdir = workdir
+        self.stack: Optional[MonitorStack] = None
+
+    @property
+    def monitor(self) -> MonitorStack:
+        assert self.stack is not None
+        return self.stack
+
+    @property
+    def run(self) -> LiveRun:
+        assert self.demo.run is not None
+        return self.demo.run
+
+    def start(self) -> None:
+        self.demo.start()
+        assert self.demo.broker is not None and self.demo.redis is not None
         self.stack = MonitorStack(
-            os.path.join(workdir, "monitor"),
+            os.path.join(self.workdir, "monitor"),
             pipeline=[f"127.0.0.1:{self.run.port}"],
-            simulator=[f"127.0.0.1:{self.sim_port}"],
+            simulator=[f"127.0.0.1:{self.demo.simulator_port}"],
             flink=[f"127.0.0.1:{self.flink_port}"],
-            redis_url=redis.url,
-            bootstrap_servers=broker.bootstrap_servers,
+            redis_url=self.demo.redis.url,
+            bootstrap_servers=self.demo.broker.bootstrap_servers,
             time_scale=TIME_SCALE,
             scrape_s=1.0,
-        )
-        self.sim_log = open(os.path.join(workdir, "simulator.log"), "w", encoding="utf-8")  # noqa: SIM115
-        self.simulator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "simulator",
-                f"--bootstrap-servers={broker.bootstrap_servers}",
-                f"--topic={self.topic}",
-                f"--rate={RATE}",
-                "--duration=3600",
-                "--burst-every=0",
-                f"--api-port={self.sim_port}",
-            ],
-            cwd=ROOT,
-            stdout=self.sim_log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def post(self, path: str) -> Dict[str, Any]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}{path}", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - 127.0.0.1
-            return dict(json.loads(response.read()))
+        ).start()
 
     def close(self) -> None:
-        self.simulator.terminate()
-        self.simulator.wait(timeout=30)
-        self.sim_log.close()
-        if self.run.proc is not None and self.run.proc.poll() is None:
-            self.run.stop()
-        self.stack.stop()
+        if self.stack is not None:
+            self.stack.stop()
+        self.demo.stop()
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    workdir = str(tmp_path_factory.mktemp("observability"))
-    with KafkaBroker() as broker, RedisServer() as redis:
-        setup = Live(broker, redis, workdir)
-        try:
-            setup.stack.start()
-            setup.run.start()
-            _wait(
-                "the run reads and commits its offsets",
-                lambda: (
-                    setup.stack.query(
-                        f'kafka_consumergroup_current_offset{{consumergroup="{CONSUMER_GROUP}"}}'
-                    )
-                    and setup.run.counters().get("payments_in", 0) > 0
-                ),
-                timeout_s=240,
-            )
-            yield setup
-        finally:
-            setup.close()
+    setup = Live(str(tmp_path_factory.mktemp("observability")))
+    try:
+        setup.start()
+        stack = setup.stack
+        assert stack is not None
+        wait_for(
+            "the run reads and commits its offsets",
+            lambda: (
+                stack.query(f'kafka_consumergroup_current_offset{{consumergroup="{CONSUMER_GROUP}"}}')
+                and setup.run.counters().get("payments_in", 0) > 0
+            ),
+            timeout_s=240,
+            every_s=1.0,
+        )
+        yield setup
+    finally:
+        setup.close()
 
 
 def test_every_panel_query_answers(live: Live) -> None:
@@ -155,14 +130,14 @@ def test_every_panel_query_answers(live: Live) -> None:
     empty: List[Tuple[str, str]] = []
 
     def answered() -> bool:
-        empty[:] = [(title, expr) for title, expr in local if not live.stack.query(expr)]
+        empty[:] = [(title, expr) for title, expr in local if not live.monitor.query(expr)]
         return not empty
 
     try:
-        _wait("every panel's query answers", answered, timeout_s=120)
-    except AssertionError:
-        raise AssertionError(f"queries with no series: {empty}; targets: {live.stack.targets()}") from None
-    health = live.stack.targets()
+        wait_for("every panel's query answers", answered, timeout_s=120)
+    except TimeoutError:
+        raise AssertionError(f"queries with no series: {empty}; targets: {live.monitor.targets()}") from None
+    health = live.monitor.targets()
     assert set(health.values()) == {"up"}, health
     assert len(health) == 5  # the pipeline, the simulator, redis_exporter, the lag exporter, Flink
 
@@ -170,15 +145,15 @@ def test_every_panel_query_answers(live: Live) -> None:
 def test_an_injected_burst_shows_in_the_fraud_panels(live: Live) -> None:
     fraud_rate = dict(build_dashboard.targets())["Fraud alerts/s"]
     accounts = dict(build_dashboard.targets())["Active fraud accounts"]
-    assert _value(live.stack.query("sum(paystream_fraud_alerts_total)")) == 0  # no burst yet
-    assert _value(live.stack.query(accounts)) == 0
-    assert live.post("/inject/burst") == {"bursts_requested": 1}
-    _wait(
-        "the burst in the fraud-alert panel", lambda: _value(live.stack.query(fraud_rate)) > 0, timeout_s=90
+    assert _value(live.monitor.query("sum(paystream_fraud_alerts_total)")) == 0  # no burst yet
+    assert _value(live.monitor.query(accounts)) == 0
+    assert live.demo.inject_burst() == 1
+    wait_for(
+        "the burst in the fraud-alert panel", lambda: _value(live.monitor.query(fraud_rate)) > 0, timeout_s=90
     )
-    _wait(
+    wait_for(
         "the burst's account in the active fraud accounts",
-        lambda: _value(live.stack.query(accounts)) == 1,
+        lambda: _value(live.monitor.query(accounts)) == 1,
         30,
     )
 
@@ -193,24 +168,24 @@ def _delivered(notes: List[Dict[str, Any]], alertname: str, status: str) -> set:
 
 def test_the_lag_alert_fires_routes_and_resolves(live: Live) -> None:
     critical_routes = {"critical-alerts/slack", "critical-alerts/pagerduty", "payment-alerts/slack"}
-    assert not _delivered(live.stack.notifications(), LAG_CRITICAL, "firing")  # a healthy run
+    assert not _delivered(live.monitor.notifications(), LAG_CRITICAL, "firing")  # a healthy run
     live.run.stop()
     stopped = time.monotonic()
-    _wait(
+    wait_for(
         "the lag alert delivered on the critical routes",
-        lambda: _delivered(live.stack.notifications(), LAG_CRITICAL, "firing") >= critical_routes,
+        lambda: _delivered(live.monitor.notifications(), LAG_CRITICAL, "firing") >= critical_routes,
         timeout_s=180,
     )
     fired_s = time.monotonic() - stopped
     live.run.start()
     restarted = time.monotonic()
-    _wait(
+    wait_for(
         "the resolved notice on the critical routes",
-        lambda: _delivered(live.stack.notifications(), LAG_CRITICAL, "resolved") >= critical_routes,
+        lambda: _delivered(live.monitor.notifications(), LAG_CRITICAL, "resolved") >= critical_routes,
         timeout_s=300,
     )
     resolved_s = time.monotonic() - restarted
-    notes = live.stack.notifications()
+    notes = live.monitor.notifications()
     # critical and warning apart: no warning on the critical receiver, every warning on the
     # warning route (the run, at 200/s, is under the 5K/s throughput floor: a warning fires)
     severities: Dict[str, set] = {}

@@ -267,10 +267,7 @@ class Sources:
 
     def _rates(self, samples: List[Tuple[float, Sample]], i: int) -> Dict[str, Optional[float]]:
         t, new = samples[i]
-        j = i - 1
-        while j > 0 and samples[j][0] > t - RATE_WINDOW_S:
-            j -= 1
-        t0, old = samples[j]
+        t0, old = samples[_window_start(samples, i, RATE_WINDOW_S)]
         span = max(t - t0, 1e-9)
 
         def rate(name: str, **labels: str) -> float:
@@ -285,11 +282,8 @@ class Sources:
     def _latency(
         self, samples: List[Tuple[float, Sample]], i: int
     ) -> Tuple[Optional[float], Optional[float]]:
-        t, new = samples[i]
-        j = i - 1
-        while j > 0 and samples[j][0] > t - LATENCY_WINDOW_S:
-            j -= 1
-        old = samples[j][1]
+        new = samples[i][1]
+        old = samples[_window_start(samples, i, LATENCY_WINDOW_S)][1]
         name = metric_name("end_to_end_latency_seconds", "_bucket")
         buckets = []
         for (n, ls), v in new.items():
@@ -328,6 +322,16 @@ class Sources:
             for entry_id, fields in found[0][1]:
                 last = entry_id
                 yield _alert(entry_id, fields)
+
+
+def _window_start(samples: List[Tuple[float, Sample]], i: int, window_s: float) -> int:
+    """The sample a window of ``window_s`` ending at sample ``i`` starts from: the latest
+    one at least ``window_s`` older, or the first (and never ``i`` itself, when i > 0)."""
+    t = samples[i][0]
+    j = i - 1
+    while j > 0 and samples[j][0] > t - window_s:
+        j -= 1
+    return j
 
 
 def _alert(entry_id: str, fields: Dict[str, str]) -> Dict[str, str]:

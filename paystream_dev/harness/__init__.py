@@ -8,6 +8,8 @@
 * ``live``: a streaming run of ``python -m beam_pipeline`` on local Flink against the live
   simulator, measured from outside (``LiveRun``, ``run_live``), the run's Prometheus
   counters, a consumer group's committed offsets, percentiles.
+* ``wait``: a condition waited for with a deadline (``wait_for``).
+* ``leaks``: raw card numbers, emails and phones found in a text.
 * ``mutate``: the simulator's payloads damaged as a broken or hostile producer would damage
   them (the bad input of ``tests/test_faults.py``).
 
