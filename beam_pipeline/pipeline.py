@@ -14,7 +14,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
@@ -65,9 +65,16 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         )
         write_outputs(outputs, opts)
         before = None
-        if (opts.summary or opts.summary_json) and not setup.remote:
+        if (opts.summary or opts.summary_json) and not setup.remote and not setup.cluster:
             before = open_warehouse(opts.warehouse).row_counts()  # what the run adds to
-        result = _run_to_end(pipeline, total)
+        if setup.cluster:
+            print(
+                f"job {setup.job_name} on the Flink cluster at {setup.cluster} (Web UI there); "
+                "stopping this run cancels it",
+                file=sys.stderr,
+                flush=True,
+            )
+        result = _run_to_end(pipeline, total, setup.cancel_on_cluster)
         if kafka is not None:
             kafka.commit()
     elapsed = time.monotonic() - started
@@ -83,8 +90,11 @@ def _serve_metrics(opts: PaystreamOptions) -> None:
         print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
 
 
-def _run_to_end(pipeline: beam.Pipeline, total: Optional[int]) -> PipelineResult:
-    """Run with a progress line, the collector quiet; Ctrl-C cancels the job."""
+def _run_to_end(
+    pipeline: beam.Pipeline, total: Optional[int], cancel_on_cluster: Callable[[], Any]
+) -> PipelineResult:
+    """Run with a progress line, the collector quiet; Ctrl-C cancels the job (on a
+    cluster, through its REST API too: the job server's cancel does not reach it)."""
     from transforms.progress import Ticker
 
     with Ticker(total=total), quiet_gc():
@@ -94,5 +104,8 @@ def _run_to_end(pipeline: beam.Pipeline, total: Optional[int]) -> PipelineResult
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):  # best effort: the runner may be gone already
                 result.cancel()
+            cancelled = cancel_on_cluster()
+            if cancelled:
+                print(f"paystream: cancelled Flink job {cancelled}", file=sys.stderr, flush=True)
             raise
     return result

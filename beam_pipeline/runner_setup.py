@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     FlinkRunnerOptions,
+    GoogleCloudOptions,
     JobServerOptions,
     PipelineOptions,
     PortableOptions,
@@ -39,6 +40,7 @@ __all__ = [
     "FLINK_STREAMING_DEFAULTS",
     "NoStreamingRunner",
     "RunnerSetup",
+    "flink_cluster",
     "flink_streaming",
     "flink_streaming_args",
     "latest_checkpoint",
@@ -101,6 +103,18 @@ def local_streaming_runner(argv: List[str]) -> Tuple[List[str], Optional[str]]:
     return [*kept, "--runner=FlinkRunner"], note
 
 
+LOCAL_MASTERS = (None, "[auto]", "[local]")
+
+
+def flink_cluster(options: PipelineOptions) -> Optional[str]:
+    """The Flink cluster this run submits its job to (``--flink_master=HOST:PORT``); None for
+    local Flink, and for an application jar (it runs wherever it is started)."""
+    if runner_name(options) != "flink" or options.view_as(PortableOptions).output_executable_path:
+        return None
+    master = options.view_as(FlinkRunnerOptions).flink_master
+    return None if master in LOCAL_MASTERS else str(master)
+
+
 def flink_streaming(options: PipelineOptions) -> bool:
     return bool(options.view_as(StandardOptions).streaming) and runner_name(options) == "flink"
 
@@ -138,11 +152,14 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
     ``--checkpoint_dir``, checkpoints are kept there when the job is stopped, and
     a new run restores the newest one: the Kafka offsets and all keyed state
     (dedup, enrichment, velocity) as they were, so nothing is replayed. Without
-    it, checkpoints go to ``scratch_dir`` and die with the run.
+    it, checkpoints go to ``scratch_dir`` and die with the run; on a cluster, to the
+    cluster's own ``state.checkpoints.dir`` (a directory of this process would be gone
+    before the job is, and every TaskManager must reach it).
     """
     options = PipelineOptions(argv)
     if not flink_streaming(options):
         return argv, None
+    cluster = flink_cluster(options)
     given = {arg.split("=", 1)[0].lstrip("-") for arg in argv if arg.startswith("--")}
     extra = [f"--{name}={value}" for name, value in FLINK_STREAMING_DEFAULTS.items() if name not in given]
     directory = options.view_as(PaystreamOptions).checkpoint_dir
@@ -159,6 +176,16 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
             resumed = latest_checkpoint(directory)
             if resumed:
                 extra.append(f"--savepoint_path=file://{resumed}")
+    elif "state_backend_storage_path" not in given and cluster:
+        from beam_pipeline.flink_rest import FlinkRest
+
+        configured = FlinkRest(cluster).config().get("state.checkpoints.dir")
+        if not configured:
+            raise ValueError(
+                f"the Flink cluster at {cluster} has no state.checkpoints.dir: pass "
+                "--checkpoint_dir=DIR, a directory every TaskManager can reach"
+            )
+        extra.append(f"--state_backend_storage_path={configured}")
     elif "state_backend_storage_path" not in given:
         extra.append(f"--state_backend_storage_path=file://{os.path.abspath(scratch_dir)}")
     if "savepoint_path" in given:
@@ -176,7 +203,7 @@ def local_flink_conf(options: PipelineOptions, scratch_dir: str, entries: Dict[s
     this process, and inherits the variable. A remote cluster keeps its own
     configuration: nothing is written, and False is returned.
     """
-    if options.view_as(FlinkRunnerOptions).flink_master not in (None, "[auto]", "[local]"):
+    if options.view_as(FlinkRunnerOptions).flink_master not in LOCAL_MASTERS:
         return False
     conf_dir = os.path.join(scratch_dir, "flink-conf")
     os.makedirs(conf_dir, exist_ok=True)
@@ -218,15 +245,33 @@ LOCAL_FLINK_HEAP = "1g"
 
 
 def runner_defaults(options: PipelineOptions) -> None:
-    """Local Flink without set-up: the job server jar from our cache, LOOPBACK Python workers."""
+    """Flink without set-up: the job server jar from our cache; local Flink with LOOPBACK
+    Python workers; an application jar that runs where it is started."""
     if runner_name(options) != "flink":
         return
     flink = options.view_as(FlinkRunnerOptions)
-    if flink.flink_master in (None, "[auto]", "[local]"):
+    portable = options.view_as(PortableOptions)
+    if portable.output_executable_path or flink_cluster(options):
+        if not flink.flink_job_server_jar:
+            # Beam would otherwise fetch the job server of its own default Flink (2.x),
+            # which does not speak to a 1.19 cluster
+            flink.flink_job_server_jar = local_java_provider().flink_job_server_jar()
+        if portable.output_executable_path:
+            # The jar's job takes the execution environment of the cluster that starts it
+            # ([local] would make it start a Flink of its own, which a cluster refuses)
+            flink.flink_master = "[auto]"
+        elif not portable.environment_type:
+            raise ValueError(
+                f"--flink_master={flink.flink_master} runs the Python steps on the cluster's "
+                "TaskManagers: say where, with --environment_type=EXTERNAL "
+                "--environment_config=HOST:PORT (a worker pool: python -m beam_pipeline.worker) "
+                "or --environment_type=LOOPBACK (in this process, which must then outlive the job)"
+            )
+        return
+    if flink.flink_master in LOCAL_MASTERS:
         flink.flink_master = "[local]"
         if not flink.flink_job_server_jar:
             flink.flink_job_server_jar = local_java_provider().flink_job_server_jar()
-        portable = options.view_as(PortableOptions)
         if not portable.environment_type:
             portable.environment_type = "LOOPBACK"
         if portable.environment_type == "LOOPBACK" and flink.parallelism in (None, -1):
@@ -331,6 +376,34 @@ def element_safe_time_flush() -> None:
     op.process = process  # type: ignore[method-assign]
 
 
+def job_server_stops_cleanly() -> None:
+    """Make Beam's job server JVM go when the run stops, always.
+
+    Beam's ``SubprocessJobServer.stop`` removes its temporary directory before it stops
+    the JVM; when a part of that directory is already gone (the job server deletes the
+    staged artifacts of a job it submitted to a cluster), ``rmtree`` raises, and the JVM
+    is left running under PID 1. Here the JVM is stopped first, and the directory is
+    removed without raising. Done once per process.
+    """
+    import shutil
+
+    from apache_beam.runners.portability.job_server import SubprocessJobServer
+
+    if getattr(SubprocessJobServer.stop, "paystream_stops_cleanly", False):
+        return
+
+    def stop(self: Any) -> Any:
+        try:
+            return self._server.stop() if self._server is not None else None
+        finally:
+            if self._local_temp_root:
+                shutil.rmtree(self._local_temp_root, ignore_errors=True)
+                self._local_temp_root = None
+
+    stop.paystream_stops_cleanly = True  # type: ignore[attr-defined]
+    SubprocessJobServer.stop = stop  # type: ignore[method-assign]
+
+
 def data_time_limit_ms(options: PipelineOptions) -> int:
     """The run's ``data_buffer_time_limit_ms`` experiment (0: none): Beam's, which makes the
     runner and the Python workers send a step's data every so many ms instead of at 1 MB
@@ -382,6 +455,7 @@ class RunnerSetup:
     opts: PaystreamOptions
     key_path: str
     remote: bool  # the graph is built here and run elsewhere (a Flink application jar)
+    cluster: Optional[str]  # the Flink cluster the job is submitted to (--flink_master)
     resumed_from: Optional[str]  # the Flink checkpoint this run restores
     note: Optional[str]  # why the runner is not the one asked for
 
@@ -396,6 +470,19 @@ class RunnerSetup:
     @property
     def flink_streaming(self) -> bool:
         return flink_streaming(self.options)
+
+    @property
+    def job_name(self) -> Optional[str]:
+        return self.options.view_as(GoogleCloudOptions).job_name
+
+    def cancel_on_cluster(self) -> Optional[str]:
+        """Cancel the run's job on its cluster (a stopped run's job would outlive it);
+        returns the Flink job id, None when there is none."""
+        from beam_pipeline.flink_rest import FlinkRest
+
+        if self.cluster is None or not self.job_name:
+            return None
+        return FlinkRest(self.cluster).cancel_named(self.job_name)
 
     @property
     def local_expansion(self) -> bool:
@@ -443,4 +530,10 @@ def runner_setup(argv: List[str]) -> Iterator[RunnerSetup]:
         remote = bool(options.view_as(PortableOptions).output_executable_path)
         key_path = resolve_key_file(opts, remote)
         runner_defaults(options)
-        yield RunnerSetup(options, opts, key_path, remote, resumed_from, note)
+        cluster = flink_cluster(options)
+        if runner_name(options) == "flink":
+            job_server_stops_cleanly()
+        if cluster and not options.view_as(GoogleCloudOptions).job_name:
+            # the name the run finds its job by on the cluster, to cancel it
+            options.view_as(GoogleCloudOptions).job_name = f"paystream-{secrets.token_hex(4)}"
+        yield RunnerSetup(options, opts, key_path, remote, cluster, resumed_from, note)

@@ -3,6 +3,8 @@
 fetch | fetch-kafka | fetch-beam     Java artifacts into the cache (mvn, idempotent)
 start | stop | status --dir D        a local KRaft broker
 java-workers --port=P --jar=J ...    the Java worker pool (the image's java-worker sidecar)
+flink start | stop | status | add-taskmanager | kill-taskmanager --dir D
+                                       a real Flink cluster from PyPI (session or application)
 monitor start | stop | status          Prometheus, Alertmanager and exporters for a local run
 demo                                   a live run with its console in the browser (Ctrl-C stops it)
 """
@@ -23,6 +25,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from paystream_dev.demo import main as demo
 
         return demo(args[1:])
+    if args and args[0] == "flink":
+        from paystream_dev.flink_cluster import main as flink
+
+        return flink(args[1:])
     if args and args[0] == "monitor":
         from paystream_dev.monitor import main as monitor
 

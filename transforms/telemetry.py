@@ -140,8 +140,8 @@ def observe_many(name: str, values: Sequence[float], **labels: str) -> None:
     total.inc(sum(values))
 
 
-def serve(port: int, host: str = "0.0.0.0") -> Optional[int]:
-    """Serve ``/metrics`` on ``port`` (0: a free one) once per process; returns the port."""
+def serve(port: int, host: str = "127.0.0.1") -> Optional[int]:
+    """Serve ``/metrics`` on ``host``:``port`` (0: a free port) once per process; returns the port."""
     reg = registry()
     if reg is None:
         return None

@@ -277,6 +277,7 @@ class LiveRun:
         verbose: bool = True,
         group: str = "live",
         topic: Optional[str] = None,
+        metrics_port: Optional[int] = None,
     ) -> None:
         self.broker = broker
         self.group = group
@@ -287,6 +288,9 @@ class LiveRun:
         self.workdir = workdir
         self.warehouse = os.path.join(workdir, f"{self.topic}.duckdb")
         self.port = free_port()
+        # where the run's counters are: the driver's, or (Python workers in a worker pool
+        # of a Flink cluster) the pool's
+        self.metrics_port = metrics_port or self.port
         self.cmd = _pipeline_cmd(
             broker, self.topic, self.warehouse, redis_url, self.port, group, pipeline_args
         )
@@ -310,6 +314,10 @@ class LiveRun:
         self._log: Any = None
         self._read_before = 0.0  # payments read by the pipelines killed before this one
         self.last_counters: Dict[str, float] = {}
+        # lag from the group's committed offsets, not from the payments read: once a run
+        # has restored a checkpoint (started again, or restarted by its cluster), it reads
+        # some payments twice
+        self.lag_from_offsets = False
         self.t0 = time.monotonic()
 
     # -- the pipeline
@@ -367,7 +375,7 @@ class LiveRun:
         return "\n".join(out)
 
     def counters(self) -> Dict[str, float]:
-        return counters(self.port)
+        return counters(self.metrics_port)
 
     # -- measuring
     def say(self, text: str) -> None:
@@ -376,9 +384,10 @@ class LiveRun:
 
     def sample(self) -> Dict[str, float]:
         """One sample: acknowledged, read (over all the pipelines started), lag, RSS."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the pipeline ended early (rc={self.proc.returncode}); see {self.logs[-1]}")
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(
+                f"the pipeline ended early (rc={self.proc.returncode}); see {self.logs[-1] if self.logs else self.workdir}"
+            )
         c = self.counters()
         acked = self.producer.stats.snapshot(0)["produced"]
         rss = sum(self._rss.samples[-1][1].values()) if self._rss is not None and self._rss.samples else 0
@@ -391,7 +400,7 @@ class LiveRun:
             "rate": self.producer.pacer.rate,
             "alerts": len(self.reader.entries),
         }
-        if len(self.logs) > 1:  # a run started again re-reads from its checkpoint
+        if len(self.logs) > 1 or self.lag_from_offsets:  # a run restored re-reads from its checkpoint
             committed, end = self.committed_and_end()
             s["lag"] = end - committed
         else:
@@ -419,7 +428,7 @@ class LiveRun:
                 caught_up_since = None
             if time.monotonic() - t0 > timeout_s:
                 raise RuntimeError(
-                    f"the pipeline did not catch up within {timeout_s:.0f} s: {s}; see {self.logs[-1]}"
+                    f"the pipeline did not catch up within {timeout_s:.0f} s: {s}; see {self.logs[-1] if self.logs else self.workdir}"
                 )
             time.sleep(1)
         self.say(f"  warmed up after {time.monotonic() - t0:.0f} s (read {s['read']:.0f})")
@@ -436,7 +445,7 @@ class LiveRun:
                 tick(self, now - start)
             if now >= next_sample:
                 next_sample += 1
-                if self.proc is not None and self.proc.poll() is None:
+                if self.proc is None or self.proc.poll() is None:
                     s = self.sample()
                     if self.verbose:  # one progress line, rewritten each second
                         print(
@@ -488,21 +497,22 @@ class LiveRun:
     def finish(self) -> LiveResult:
         """Stop the pipeline and the reader; the check against the ground truth, and each
         phase's figures."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None or self.proc.poll() is None:
             self.last_counters = self.counters()
         try:
-            rc = (
-                self.stop()
-                if self.proc is not None and self.proc.poll() is None
-                else self.proc.returncode
-                if self.proc
-                else 0
-            )
+            if self.proc is None:
+                rc = 130  # no driver: a job the caller started on a cluster, and stops
+            elif self.proc.poll() is None:
+                rc = self.stop()
+            else:
+                rc = self.proc.returncode
         finally:
             self.producer.stop()
             self.reader.close()
         if rc != 130:
-            raise RuntimeError(f"the pipeline did not stop cleanly (rc={rc}); see {self.logs[-1]}")
+            raise RuntimeError(
+                f"the pipeline did not stop cleanly (rc={rc}); see {self.logs[-1] if self.logs else self.workdir}"
+            )
         truth = self.producer.truth
         exact = _check(self.warehouse, truth, self.reader.entries)
         return LiveResult(

@@ -1,4 +1,5 @@
-"""The local services tests and benches run against: a ``redis-server`` and a Kafka broker.
+"""The local services tests and benches run against: a ``redis-server``, a Kafka broker,
+and the Python worker pool of a run on a Flink cluster (``WorkerPool``).
 
 ``RedisServer`` starts one ``redis-server`` on 127.0.0.1, ready when it answers PING; it
 can crash it and start it again on the same port. ``KafkaBroker`` is the single-node
@@ -23,7 +24,7 @@ from paystream_dev.local_kafka import KafkaBroker
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["KafkaBroker", "RedisServer"]
+__all__ = ["KafkaBroker", "RedisServer", "WorkerPool"]
 
 
 class RedisServer:
@@ -139,6 +140,69 @@ class RedisServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class WorkerPool:
+    """The Python worker pool (``python -m beam_pipeline.worker``, the TaskManagers'
+    sidecar) on 127.0.0.1: ``address`` is the run's ``--environment_config``; its
+    ``/metrics`` (the DoFns run here) on ``metrics_port``. ``kill()`` is ``kill -9``;
+    ``start()`` again uses the same ports."""
+
+    def __init__(self, log_path: str, service_port: int = 0, metrics_port: int = 0) -> None:
+        self.log_path = log_path
+        self.service_port = service_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.service_port}"
+
+    def start(self, timeout_s: float = 60.0) -> WorkerPool:
+        import sys
+
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "beam_pipeline.worker",
+                    f"--service_port={self.service_port}",
+                    f"--metrics_port={self.metrics_port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while "paystream worker pool at" not in self._log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker pool did not start; see {self.log_path}")
+            time.sleep(0.2)  # its log, polled until it says it listens
+        return self
+
+    def _log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM (it closes its server), SIGKILL after 30 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> WorkerPool:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
