@@ -20,11 +20,12 @@ system-deps:
 
 # Everything outside Python, each step skipped when its result is already there:
 # the Debian packages; the Java pieces for Kafka and Flink (broker, Beam expansion service,
-# Flink job server) from Maven Central with mvn; Go tools (kustomize, terraform and its
-# stand-in provider) from the module proxy; checkov and the BigQuery emulator in virtualenvs
-# of their own; all into .cache/.
+# Flink job server) from Maven Central with mvn; Flink 1.19.3 itself from PyPI; Go tools
+# (kustomize, terraform and its stand-in provider) from the module proxy; checkov and the
+# BigQuery emulator in virtualenvs of their own; all into .cache/.
 deps: system-deps
 	$(PYTHON) -m paystream_dev fetch
+	$(PYTHON) -m paystream_dev flink fetch
 	bash scripts/go_tools.sh
 	bash scripts/console_assets.sh
 	PYTHON=$(PYTHON) bash terraform/tools.sh

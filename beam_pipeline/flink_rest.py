@@ -55,6 +55,18 @@ class FlinkRest:
                 time.sleep(0.5)  # a remote job's state, polled until it has ended
         return str(job["jid"])
 
+    def describe(self, name: str) -> str:
+        """A progress line for the job of that name: its state, tasks and checkpoints."""
+        job = self.job_named(name)
+        if job is None:
+            return f"submitting job {name} to {self.base}"
+        tasks = job["tasks"]
+        counts = self._call(f"/jobs/{job['jid']}/checkpoints")["counts"]
+        return (
+            f"job {job['state']} on the cluster | tasks running {tasks['running']}/{tasks['total']} | "
+            f"checkpoints {counts['completed']} | restored {counts['restored']} | Web UI {self.base}"
+        )
+
     def answers(self) -> bool:
         try:
             self._call("/overview", timeout_s=5)

@@ -67,14 +67,8 @@ def run(argv: Optional[List[str]] = None) -> RunOutcome:
         before = None
         if (opts.summary or opts.summary_json) and not setup.remote and not setup.cluster:
             before = open_warehouse(opts.warehouse).row_counts()  # what the run adds to
-        if setup.cluster:
-            print(
-                f"job {setup.job_name} on the Flink cluster at {setup.cluster} (Web UI there); "
-                "stopping this run cancels it",
-                file=sys.stderr,
-                flush=True,
-            )
-        result = _run_to_end(pipeline, total, setup.cancel_on_cluster)
+        setup.announce()
+        result = _run_to_end(pipeline, total, setup.stop_elsewhere, setup.describe_elsewhere)
         if kafka is not None:
             kafka.commit()
     elapsed = time.monotonic() - started
@@ -91,21 +85,22 @@ def _serve_metrics(opts: PaystreamOptions) -> None:
 
 
 def _run_to_end(
-    pipeline: beam.Pipeline, total: Optional[int], cancel_on_cluster: Callable[[], Any]
+    pipeline: beam.Pipeline,
+    total: Optional[int],
+    stop_elsewhere: Callable[[], None],
+    describe: Optional[Callable[[], str]] = None,
 ) -> PipelineResult:
-    """Run with a progress line, the collector quiet; Ctrl-C cancels the job (on a
-    cluster, through its REST API too: the job server's cancel does not reach it)."""
+    """Run with a progress line, the collector quiet; Ctrl-C cancels the job, and
+    ``stop_elsewhere`` stops what runs outside this process (a job on a cluster)."""
     from transforms.progress import Ticker
 
-    with Ticker(total=total), quiet_gc():
+    with Ticker(total=total, describe=describe), quiet_gc():
         result = pipeline.run()
         try:
             result.wait_until_finish()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):  # best effort: the runner may be gone already
                 result.cancel()
-            cancelled = cancel_on_cluster()
-            if cancelled:
-                print(f"paystream: cancelled Flink job {cancelled}", file=sys.stderr, flush=True)
+            stop_elsewhere()
             raise
     return result

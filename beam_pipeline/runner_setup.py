@@ -19,7 +19,7 @@ import secrets
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,
@@ -139,6 +139,11 @@ FLINK_STREAMING_DEFAULTS = {
 }
 
 
+# What an application jar leaves to the cluster's configuration (interval, state backend,
+# where checkpoints go).
+CLUSTER_CHECKPOINTING = ("checkpointing_interval", "state_backend")
+
+
 def latest_checkpoint(directory: str) -> Optional[str]:
     """The newest completed Flink checkpoint under ``directory`` (``<job>/chk-<n>/_metadata``)."""
     found = glob.glob(os.path.join(directory, "*", "chk-*", "_metadata"))
@@ -160,8 +165,16 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
     if not flink_streaming(options):
         return argv, None
     cluster = flink_cluster(options)
+    jar = bool(options.view_as(PortableOptions).output_executable_path)
     given = {arg.split("=", 1)[0].lstrip("-") for arg in argv if arg.startswith("--")}
-    extra = [f"--{name}={value}" for name, value in FLINK_STREAMING_DEFAULTS.items() if name not in given]
+    # An application jar takes its checkpointing from the cluster that runs it (the
+    # FlinkDeployment's flinkConfiguration): options baked in here would override it
+    owned = CLUSTER_CHECKPOINTING if jar else ()
+    extra = [
+        f"--{name}={value}"
+        for name, value in FLINK_STREAMING_DEFAULTS.items()
+        if name not in given and name not in owned
+    ]
     directory = options.view_as(PaystreamOptions).checkpoint_dir
     resumed: Optional[str] = None
     if directory:
@@ -176,10 +189,17 @@ def flink_streaming_args(argv: List[str], scratch_dir: str) -> Tuple[List[str], 
             resumed = latest_checkpoint(directory)
             if resumed:
                 extra.append(f"--savepoint_path=file://{resumed}")
+    elif jar:
+        pass  # the cluster's state.checkpoints.dir
     elif "state_backend_storage_path" not in given and cluster:
         from beam_pipeline.flink_rest import FlinkRest
 
-        configured = FlinkRest(cluster).config().get("state.checkpoints.dir")
+        try:
+            configured = FlinkRest(cluster).config().get("state.checkpoints.dir")
+        except OSError as err:  # refused, unreachable, timed out (URLError is an OSError)
+            raise ValueError(
+                f"could not reach the Flink cluster at --flink_master={cluster}: {err}"
+            ) from None
         if not configured:
             raise ValueError(
                 f"the Flink cluster at {cluster} has no state.checkpoints.dir: pass "
@@ -475,14 +495,40 @@ class RunnerSetup:
     def job_name(self) -> Optional[str]:
         return self.options.view_as(GoogleCloudOptions).job_name
 
-    def cancel_on_cluster(self) -> Optional[str]:
-        """Cancel the run's job on its cluster (a stopped run's job would outlive it);
-        returns the Flink job id, None when there is none."""
+    def announce(self) -> None:
+        """Say where the job runs, when that is not this process."""
+        if self.cluster:
+            print(
+                f"job {self.job_name} on the Flink cluster at {self.cluster} (Web UI there); "
+                "stopping this run cancels it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def stop_elsewhere(self) -> None:
+        """Cancel the run's job on its cluster, through the REST API: Beam's cancel does
+        not reach a job on a remote cluster, and a stopped run's job would outlive it."""
         from beam_pipeline.flink_rest import FlinkRest
 
         if self.cluster is None or not self.job_name:
+            return
+        cancelled = FlinkRest(self.cluster).cancel_named(self.job_name)
+        if cancelled:
+            print(f"paystream: cancelled Flink job {cancelled}", file=sys.stderr, flush=True)
+
+    @property
+    def describe_elsewhere(self) -> Optional[Callable[[], str]]:
+        """The progress line of a run whose steps do not run in this process (None: this
+        process's counts): a job on a cluster, from its REST API; an application jar."""
+        from beam_pipeline.flink_rest import FlinkRest
+
+        if self.remote:
+            jar = self.options.view_as(PortableOptions).output_executable_path
+            return lambda: f"writing the application jar {jar}"
+        if self.cluster is None or not self.job_name:
             return None
-        return FlinkRest(self.cluster).cancel_named(self.job_name)
+        rest, name = FlinkRest(self.cluster), self.job_name
+        return lambda: rest.describe(name)
 
     @property
     def local_expansion(self) -> bool:
@@ -527,9 +573,9 @@ def runner_setup(argv: List[str]) -> Iterator[RunnerSetup]:
         if data_time_limit_ms(options) > 0:
             element_safe_time_flush()  # for the workers of this process (LOOPBACK)
         options.view_as(SetupOptions).save_main_session = False
+        runner_defaults(options)
         remote = bool(options.view_as(PortableOptions).output_executable_path)
         key_path = resolve_key_file(opts, remote)
-        runner_defaults(options)
         cluster = flink_cluster(options)
         if runner_name(options) == "flink":
             job_server_stops_cleanly()

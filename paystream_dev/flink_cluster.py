@@ -1,6 +1,7 @@
 """A real Flink cluster on this machine: the distribution from PyPI, the production configuration.
 
     python -m paystream_dev flink fetch                     # FLINK_HOME into .cache/flink (pip, idempotent)
+    python -m paystream_dev flink app-jar --options F --out D  # the application jar + usrlib (the image's)
     python -m paystream_dev flink start --dir D [--taskmanagers N]
     python -m paystream_dev flink add-taskmanager --dir D
     python -m paystream_dev flink kill-taskmanager --dir D [--id tm-2] [--graceful]
@@ -49,8 +50,6 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
-
-import yaml
 
 from paystream_dev.harness.ports import free_port
 from paystream_dev.harness.wait import wait_for
@@ -105,10 +104,10 @@ def _layout(wheel: Path, sdist: Path, home: Path) -> None:
                 continue
             dest = part.joinpath(parts[2], *parts[3:])
             dest.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(member)
-            assert src is not None
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+            packed = tar.extractfile(member)
+            assert packed is not None
+            with packed, open(dest, "wb") as out:
+                shutil.copyfileobj(packed, out)
     if home.exists():
         shutil.rmtree(home)
     part.rename(home)
@@ -149,6 +148,8 @@ def fetch_flink() -> Path:
 
 def deployment_conf(path: Path = DEPLOYMENT) -> Dict[str, str]:
     """The ``flinkConfiguration`` the Kubernetes operator gives the production cluster."""
+    import yaml
+
     with open(path, encoding="utf-8") as handle:
         doc = yaml.safe_load(handle)
     return {str(k): str(v) for k, v in doc["spec"]["flinkConfiguration"].items()}
@@ -206,6 +207,8 @@ def cluster_conf(workdir: Path, rest_port: int, rpc_port: int, application: bool
 
 def _java_opts(home: Path) -> str:
     """The JVM flags Flink's own config.yaml ships (``--add-opens`` for Java 17)."""
+    import yaml
+
     with open(home / "conf" / "config.yaml", encoding="utf-8") as handle:
         shipped = yaml.safe_load(handle)
     return str(shipped["env"]["java"]["opts"]["all"])
@@ -296,6 +299,8 @@ class FlinkCluster:
         self.rest_port = free_port()
         conf = cluster_conf(self.dir, self.rest_port, free_port(), self.application is not None)
         conf["env.java.opts.all"] = _java_opts(dist)
+        import yaml
+
         with open(self.home / "conf" / "config.yaml", "w", encoding="utf-8") as handle:
             yaml.safe_dump(conf, handle, sort_keys=True, width=10_000)
 
@@ -424,6 +429,9 @@ class FlinkCluster:
                 os.killpg(pid, signal.SIGKILL)
             wait_for(f"process {pid} to end", lambda: not self._alive(pid), 30)
 
+    def jobmanager_running(self) -> bool:
+        return self._alive(self.jobmanager)
+
     def __enter__(self) -> FlinkCluster:
         return self
 
@@ -486,6 +494,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="Flink's distribution into .cache/flink")
+    app = sub.add_parser("app-jar", help="the application jar and the jars it needs (the image's usrlib/)")
+    app.add_argument(
+        "--options", required=True, help="an options file (k8s-flink/image/pipeline-options.txt)"
+    )
+    app.add_argument("--out", required=True, help="the directory (the image: /opt/flink/usrlib)")
+    app.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="--KEY=VALUE",
+        help="an option in place of the file's (--no-KEY drops it); may repeat",
+    )
     for name in ("start", "stop", "status", "add-taskmanager", "kill-taskmanager"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--dir", required=True, help="the cluster's directory")
@@ -502,6 +522,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "fetch":
         print(f"FLINK_HOME: {fetch_flink()}")
+        return 0
+    if args.cmd == "app-jar":
+        from paystream_dev.flink_app import build, read_options, with_changes
+
+        options = with_changes(read_options(Path(args.options)), args.set)
+        print(f"application jar: {build(Path(args.out), options)}")
         return 0
     workdir = Path(args.dir)
     running = (workdir / "cluster.json").exists()

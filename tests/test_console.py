@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from paystream_dev.demo import Demo
+from paystream_dev.harness.browser import headless_chromium
 from paystream_dev.harness.leaks import leaks
 from paystream_dev.harness.ports import free_port
 from paystream_dev.harness.wait import wait_for
@@ -42,23 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "Debian's chromium and chromium-driver are needed (make system-deps)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1500,1300",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    return headless_chromium(1500, 1300)
 
 
 def _get(url: str, headers: Dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -73,8 +73,11 @@ def test_flinkdeployment_job_args_and_sidecar() -> None:
     assert exit_info.value.code == 0
     # the sidecar ports are the ones the application jar's environments point at
     flags = _flink_image_options()
-    assert "--environment_config=localhost:50000" in flags and "--service_port=50000" in command
-    assert "--kafka_java_worker_address=localhost:50001" in flags
+    assert "--environment_config=127.0.0.1:50000" in flags and "--service_port=50000" in command
+    # the pool listens on 127.0.0.1 (the TaskManager shares the pod), /metrics on the pod's address
+    assert "--host=0.0.0.0" not in command and "--metrics_host=0.0.0.0" in command
+    # the Kafka read is Flink's own source in the TaskManager, from usrlib/: no Java worker
+    assert not any(flag.startswith("--kafka_java_worker_address") for flag in flags)
 
 
 def test_dataflow_metadata_is_current_and_accepted() -> None:

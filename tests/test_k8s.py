@@ -121,7 +121,8 @@ def test_production_settings() -> None:
         assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert "prod" in c["image"]
-    assert {c["name"] for c in containers} == {"python-worker", "java-worker"}
+    # the Kafka read runs inside the TaskManager (tests/test_flink_cluster.py): no Java worker
+    assert {c["name"] for c in containers} == {"python-worker"}
     policies = [d for k, d in docs.items() if k.startswith("NetworkPolicy/")]
     assert any(
         p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Dict, Optional, TextIO
+from typing import Callable, Dict, Optional, TextIO
 
 __all__ = ["Ticker", "bump", "snapshot"]
 
@@ -38,8 +38,15 @@ class Ticker:
     """Prints a progress line every ``interval_s`` while the block runs."""
 
     def __init__(
-        self, total: Optional[int] = None, interval_s: float = 1.0, stream: TextIO = sys.stderr
+        self,
+        total: Optional[int] = None,
+        interval_s: float = 1.0,
+        stream: TextIO = sys.stderr,
+        describe: Optional[Callable[[], str]] = None,
     ) -> None:
+        """``describe``: what the line says after the elapsed time, instead of this
+        process's counts (a job on a cluster, whose steps count elsewhere)."""
+        self._describe = describe
         self._total = total
         self._interval_s = interval_s
         self._stream = stream
@@ -49,8 +56,13 @@ class Ticker:
         self._tty = stream.isatty()
 
     def line(self) -> str:
-        counts = snapshot()
         elapsed = time.monotonic() - self._started
+        if self._describe is not None:
+            try:
+                return f"[{elapsed:6.1f}s] {self._describe()}"
+            except Exception as err:  # noqa: BLE001 - a progress line never ends a run
+                return f"[{elapsed:6.1f}s] ({type(err).__name__}: {err})"
+        counts = snapshot()
         read = counts.get("read", 0)
         total = f"/{self._total}" if self._total else ""
         rate = read / elapsed if elapsed > 0 else 0.0

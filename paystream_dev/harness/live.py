@@ -521,7 +521,7 @@ class LiveRun:
             samples=self.samples,
             rss=self.rss,
             truth=truth,
-            log=self.logs[-1],
+            log=self.logs[-1] if self.logs else "",
             alerts=self.reader.entries,
             warehouse=self.warehouse,
         )
