@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
 
@@ -66,10 +65,3 @@ class FlinkRest:
             f"job {job['state']} on the cluster | tasks running {tasks['running']}/{tasks['total']} | "
             f"checkpoints {counts['completed']} | restored {counts['restored']} | Web UI {self.base}"
         )
-
-    def answers(self) -> bool:
-        try:
-            self._call("/overview", timeout_s=5)
-            return True
-        except (OSError, urllib.error.URLError, ValueError):
-            return False

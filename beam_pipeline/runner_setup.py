@@ -512,7 +512,16 @@ class RunnerSetup:
 
         if self.cluster is None or not self.job_name:
             return
-        cancelled = FlinkRest(self.cluster).cancel_named(self.job_name)
+        try:
+            cancelled = FlinkRest(self.cluster).cancel_named(self.job_name)
+        except OSError as err:  # the cluster is gone or does not answer
+            print(
+                f"paystream: could not cancel job {self.job_name} on {self.cluster} ({err}): "
+                "cancel it in the Web UI",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if cancelled:
             print(f"paystream: cancelled Flink job {cancelled}", file=sys.stderr, flush=True)
 

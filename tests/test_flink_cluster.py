@@ -56,8 +56,9 @@ def broker() -> Iterator[KafkaBroker]:
         yield b
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
+    """A Redis of the test's own: each run's alert stream is checked whole."""
     with RedisServer() as server:
         yield server
 

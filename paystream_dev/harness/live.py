@@ -377,6 +377,12 @@ class LiveRun:
     def counters(self) -> Dict[str, float]:
         return counters(self.metrics_port)
 
+    @property
+    def where_logs(self) -> str:
+        """The latest pipeline's log; the run's directory when it started none (a job on a
+        cluster)."""
+        return self.logs[-1] if self.logs else self.workdir
+
     # -- measuring
     def say(self, text: str) -> None:
         if self.verbose:
@@ -385,9 +391,7 @@ class LiveRun:
     def sample(self) -> Dict[str, float]:
         """One sample: acknowledged, read (over all the pipelines started), lag, RSS."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(
-                f"the pipeline ended early (rc={self.proc.returncode}); see {self.logs[-1] if self.logs else self.workdir}"
-            )
+            raise RuntimeError(f"the pipeline ended early (rc={self.proc.returncode}); see {self.where_logs}")
         c = self.counters()
         acked = self.producer.stats.snapshot(0)["produced"]
         rss = sum(self._rss.samples[-1][1].values()) if self._rss is not None and self._rss.samples else 0
@@ -428,7 +432,7 @@ class LiveRun:
                 caught_up_since = None
             if time.monotonic() - t0 > timeout_s:
                 raise RuntimeError(
-                    f"the pipeline did not catch up within {timeout_s:.0f} s: {s}; see {self.logs[-1] if self.logs else self.workdir}"
+                    f"the pipeline did not catch up within {timeout_s:.0f} s: {s}; see {self.where_logs}"
                 )
             time.sleep(1)
         self.say(f"  warmed up after {time.monotonic() - t0:.0f} s (read {s['read']:.0f})")
@@ -510,9 +514,7 @@ class LiveRun:
             self.producer.stop()
             self.reader.close()
         if rc != 130:
-            raise RuntimeError(
-                f"the pipeline did not stop cleanly (rc={rc}); see {self.logs[-1] if self.logs else self.workdir}"
-            )
+            raise RuntimeError(f"the pipeline did not stop cleanly (rc={rc}); see {self.where_logs}")
         truth = self.producer.truth
         exact = _check(self.warehouse, truth, self.reader.entries)
         return LiveResult(
