@@ -21,7 +21,8 @@ class FlinkRest:
         master = master.strip().rstrip("/")
         self.base = master if master.startswith(("http://", "https://")) else f"http://{master}"
 
-    def _call(self, path: str, method: str = "GET", timeout_s: float = 10.0) -> Any:
+    def call(self, path: str, method: str = "GET", timeout_s: float = 10.0) -> Any:
+        """One REST call; its JSON answer (None: an empty one)."""
         request = urllib.request.Request(self.base + path, method=method)
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             body = response.read()
@@ -29,10 +30,10 @@ class FlinkRest:
 
     def config(self) -> Dict[str, str]:
         """The JobManager's configuration."""
-        return {entry["key"]: entry["value"] for entry in self._call("/jobmanager/config")}
+        return {entry["key"]: entry["value"] for entry in self.call("/jobmanager/config")}
 
     def jobs(self) -> List[Dict[str, Any]]:
-        return list(self._call("/jobs/overview")["jobs"])
+        return list(self.call("/jobs/overview")["jobs"])
 
     def job_named(self, name: str) -> Optional[Dict[str, Any]]:
         """The newest job of that name."""
@@ -45,10 +46,10 @@ class FlinkRest:
         if job is None:
             return None
         if job["state"] not in ("CANCELED", "FAILED", "FINISHED"):
-            self._call(f"/jobs/{job['jid']}?mode=cancel", method="PATCH")
+            self.call(f"/jobs/{job['jid']}?mode=cancel", method="PATCH")
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                state = self._call(f"/jobs/{job['jid']}")["state"]
+                state = self.call(f"/jobs/{job['jid']}")["state"]
                 if state in ("CANCELED", "FAILED", "FINISHED"):
                     break
                 time.sleep(0.5)  # a remote job's state, polled until it has ended
@@ -60,7 +61,7 @@ class FlinkRest:
         if job is None:
             return f"submitting job {name} to {self.base}"
         tasks = job["tasks"]
-        counts = self._call(f"/jobs/{job['jid']}/checkpoints")["counts"]
+        counts = self.call(f"/jobs/{job['jid']}/checkpoints")["counts"]
         return (
             f"job {job['state']} on the cluster | tasks running {tasks['running']}/{tasks['total']} | "
             f"checkpoints {counts['completed']} | restored {counts['restored']} | Web UI {self.base}"

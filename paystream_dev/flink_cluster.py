@@ -51,6 +51,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from beam_pipeline.flink_rest import FlinkRest
 from paystream_dev.harness.ports import free_port
 from paystream_dev.harness.wait import wait_for
 from paystream_dev.local_kafka import CACHE, REPO
@@ -321,10 +322,8 @@ class FlinkCluster:
 
     # -- REST
     def rest(self, path: str, method: str = "GET", timeout_s: float = 5.0) -> Any:
-        request = urllib.request.Request(f"http://{self.address}{path}", method=method)
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            body = response.read()
-        return json.loads(body) if body else None
+        """A call of the cluster's REST API (the client a run uses, ``beam_pipeline.flink_rest``)."""
+        return FlinkRest(self.address).call(path, method, timeout_s)
 
     def _answers(self) -> bool:
         try:
@@ -440,7 +439,7 @@ class FlinkCluster:
 
     # -- jobs
     def jobs(self) -> List[Dict[str, Any]]:
-        return list(self.rest("/jobs/overview")["jobs"])
+        return FlinkRest(self.address).jobs()
 
     def running_job(self) -> Optional[Dict[str, Any]]:
         running = [j for j in self.jobs() if j["state"] == "RUNNING"]

@@ -18,6 +18,7 @@ no other alert.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -147,37 +148,47 @@ def _finish(run: LiveRun, pool: WorkerPool) -> LiveResult:
     return run.finish()
 
 
-def test_a_taskmanager_killed_mid_stream_the_job_restores_and_the_result_is_exact(
-    broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _session_run(
+    broker: KafkaBroker, redis_url: str, tmp_path: Path, seed: int, taskmanagers: int
+) -> Iterator[Tuple[FlinkCluster, WorkerPool, LiveRun, Dict[str, Any]]]:
+    """A session cluster, the worker pool, and a live run on them, warmed up with its job
+    running; the run is aborted if the block fails."""
     with (
-        FlinkCluster(tmp_path / "flink").start(taskmanagers=2) as cluster,
+        FlinkCluster(tmp_path / "flink").start(taskmanagers=taskmanagers) as cluster,
         WorkerPool(str(tmp_path / "worker.log")) as pool,
     ):
-        run = _live_run(broker, redis_server.url, tmp_path, 71, pool, _session_args(cluster, pool))
+        run = _live_run(broker, redis_url, tmp_path, seed, pool, _session_args(cluster, pool))
         try:
             run.start()
             run.warm_up(timeout_s=WARM_UP_S)
             job = wait_for("the job on the cluster", cluster.running_job, 60)
-            assert job["name"].startswith("paystream-")
-            run.phase(Phase(200, 15))
-            victim = cluster.taskmanager_of(job["jid"])[0]
-            killed_at = time.monotonic()
-            cluster.kill_taskmanager(victim)
-            run.lag_from_offsets = True
-            print(f"  killed {victim} (kill -9)")
-            run.phase(Phase(200, 15))
-            took, restored = _recovered(cluster, job["jid"], killed_at)
-            print(f"  restored checkpoint {restored['id']}, every task running {took:.0f} s after the kill")
-            assert victim not in cluster.taskmanager_of(job["jid"])
-            shot = os.environ.get("PAYSTREAM_FLINK_SCREENSHOT")
-            if shot:  # the README's picture: the job's graph in the Web UI, after the restore
-                _screenshot(f"{cluster.web_ui}#/job/running/{job['jid']}/overview", shot)
-            run.phase(Phase(200, 10))
-            res = _finish(run, pool)
+            yield cluster, pool, run, job
         except BaseException:
             run.abort()
             raise
+
+
+def test_a_taskmanager_killed_mid_stream_the_job_restores_and_the_result_is_exact(
+    broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    with _session_run(broker, redis_server.url, tmp_path, 71, taskmanagers=2) as (cluster, pool, run, job):
+        assert job["name"].startswith("paystream-")
+        run.phase(Phase(200, 15))
+        victim = cluster.taskmanager_of(job["jid"])[0]
+        killed_at = time.monotonic()
+        cluster.kill_taskmanager(victim)
+        run.lag_from_offsets = True
+        print(f"  killed {victim} (kill -9)")
+        run.phase(Phase(200, 15))
+        took, restored = _recovered(cluster, job["jid"], killed_at)
+        print(f"  restored checkpoint {restored['id']}, every task running {took:.0f} s after the kill")
+        assert victim not in cluster.taskmanager_of(job["jid"])
+        shot = os.environ.get("PAYSTREAM_FLINK_SCREENSHOT")
+        if shot:  # the README's picture: the job's graph in the Web UI, after the restore
+            _screenshot(f"{cluster.web_ui}#/job/running/{job['jid']}/overview", shot)
+        run.phase(Phase(200, 10))
+        res = _finish(run, pool)
         # stopping the run cancelled its job on the cluster
         assert cluster.job(job["jid"])["state"] == "CANCELED"
     _assert_exact(res)
@@ -269,30 +280,18 @@ def test_an_application_cluster_in_reactive_mode_scales_up_and_down_under_load(
 def test_the_worker_pool_killed_and_started_again_the_result_is_exact(
     broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    with (
-        FlinkCluster(tmp_path / "flink").start(taskmanagers=1) as cluster,
-        WorkerPool(str(tmp_path / "worker.log")) as pool,
-    ):
-        run = _live_run(broker, redis_server.url, tmp_path, 73, pool, _session_args(cluster, pool))
-        try:
-            run.start()
-            run.warm_up(timeout_s=WARM_UP_S)
-            job = wait_for("the job on the cluster", cluster.running_job, 60)
-            run.phase(Phase(200, 15))
-            killed_at = time.monotonic()
-            pool.kill()
-            run.lag_from_offsets = True
-            print("  worker pool killed (kill -9)")
-            time.sleep(3)
-            pool.start()
-            took, restored = _recovered(cluster, job["jid"], killed_at)
-            print(f"  restored checkpoint {restored['id']}, every task running {took:.0f} s after the kill")
-            run.phase(Phase(200, 15))
-            res = _finish(run, pool)
-        except BaseException:
-            run.abort()
-            pool.stop()
-            raise
+    with _session_run(broker, redis_server.url, tmp_path, 73, taskmanagers=1) as (cluster, pool, run, job):
+        run.phase(Phase(200, 15))
+        killed_at = time.monotonic()
+        pool.kill()
+        run.lag_from_offsets = True
+        print("  worker pool killed (kill -9)")
+        time.sleep(3)
+        pool.start()
+        took, restored = _recovered(cluster, job["jid"], killed_at)
+        print(f"  restored checkpoint {restored['id']}, every task running {took:.0f} s after the kill")
+        run.phase(Phase(200, 15))
+        res = _finish(run, pool)
     _assert_exact(res)
 
 

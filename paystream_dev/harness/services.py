@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from paystream_dev.harness.ports import free_port
+from paystream_dev.harness.wait import wait_for
 from paystream_dev.local_kafka import KafkaBroker
 
 if TYPE_CHECKING:
@@ -177,11 +178,15 @@ class WorkerPool:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout_s
-        while "paystream worker pool at" not in self._log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker pool did not start; see {self.log_path}")
-            time.sleep(0.2)  # its log, polled until it says it listens
+        proc = self.proc
+        wait_for(
+            f"the worker pool to listen (see {self.log_path})",
+            lambda: "paystream worker pool at" in self._log() or proc.poll() is not None,
+            timeout_s,
+            every_s=0.2,
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker pool exited (rc={proc.returncode}); see {self.log_path}")
         return self
 
     def _log(self) -> str:
